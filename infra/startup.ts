@@ -1,0 +1,282 @@
+/**
+ * Renders the cloud-init `user-data` that starts the worker container on Container-Optimized OS.
+ *
+ * Pure: no Pulumi, no I/O. Everything a VM does at boot is decided here, so it is unit-tested byte for byte.
+ *
+ * Why cloud-init and not `gce-container-declaration`: Google shut the container startup agent down for new
+ * VMs on 2026-07-31. The replacement is the pattern Google documents for COS: cloud-init writes a systemd
+ * unit to /etc/systemd/system (rebuilt at every boot, and cloud-init runs at every boot on COS) and a script
+ * to the stateful partition, then starts the unit.
+ *
+ * Why the password is fetched at start instead of passed in: instance metadata is readable by anything on the
+ * VM and by every principal with compute.instances.get, and it is stored in the instance template. So the
+ * template carries only the Secret Manager *version name*; the script reads the value with the VM's service
+ * account (metadata-server token, Secret Manager over Private Google Access) into a tmpfs file that exists
+ * only between `docker create` and `docker start`. Cloud SQL IAM database authentication was the other
+ * option; it was rejected because its OAuth tokens expire after an hour and the worker's contract is the
+ * libpq environment, read once at start, which cannot refresh a password for the pool's later connections.
+ */
+import { stringify } from 'yaml';
+
+/** Name of the systemd unit and of the container (one worker container per VM). */
+export const UNIT_NAME = 'pgqueue-worker.service';
+export const CONTAINER_NAME = 'pgqueue-worker';
+/** On COS's stateful partition: survives reboots, but mounted noexec, so scripts run as `bash <file>`. */
+export const STATE_DIR = '/var/lib/pgqueue';
+/** tmpfs: the password file never reaches a disk. */
+export const RUN_DIR = '/run/pgqueue';
+export const RUN_SCRIPT_PATH = `${STATE_DIR}/run.sh`;
+export const ENV_FILE_PATH = `${STATE_DIR}/worker.env`;
+export const SERVER_CA_PATH = `${STATE_DIR}/server-ca.pem`;
+export const UNIT_PATH = `/etc/systemd/system/${UNIT_NAME}`;
+/** Where the container sees the Cloud SQL server CA (PGSSLROOTCERT points here). */
+export const CONTAINER_SERVER_CA_PATH = '/etc/pgqueue/server-ca.pem';
+
+/**
+ * Seconds between SIGTERM and SIGKILL on top of the worker's grace period: the worker drains for the grace
+ * period and then still has to hand back unfinished jobs, close its pool and exit.
+ */
+export const STOP_MARGIN_SEC = 5;
+/** Seconds systemd waits beyond docker's own stop timeout before it kills `docker start` itself. */
+export const SYSTEMD_STOP_MARGIN_SEC = 15;
+
+/** The libpq variables the container must receive (PGPASSWORD is added on the VM at start). */
+export const LIBPQ_ENV_FROM_TEMPLATE = ['PGHOST', 'PGPORT', 'PGDATABASE', 'PGUSER', 'PGSSLMODE'] as const;
+
+const IMAGE_BY_DIGEST = /^([a-z0-9.-]+(?::[0-9]+)?)\/[a-z0-9._/-]+@sha256:[0-9a-f]{64}$/;
+const SECRET_VERSION = /^projects\/[^/\s']+\/secrets\/[A-Za-z0-9_-]+\/versions\/[A-Za-z0-9_-]+$/;
+const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/** What the VM needs to run the worker. */
+export interface WorkerStartupSpec {
+  /** The worker image pinned by digest: `HOST/PATH@sha256:<64 hex>`. A tag is refused. */
+  readonly image: string;
+  /** Non-secret container environment; must hold every libpq variable except PGPASSWORD. */
+  readonly env: Readonly<Record<string, string>>;
+  /** Secret Manager version holding the database password: `projects/P/secrets/S/versions/V`. */
+  readonly passwordSecretVersion: string;
+  /** The worker's SHUTDOWN_GRACE_MS; docker's stop timeout is derived from it. */
+  readonly shutdownGraceMs: number;
+  /** Port of /healthz on the host network; opened in COS's host firewall for Google's health checkers. */
+  readonly healthPort: number;
+  /** PEM of the Cloud SQL server CA, mounted read-only at CONTAINER_SERVER_CA_PATH when given. */
+  readonly serverCaPem?: string;
+}
+
+/** Seconds docker waits after SIGTERM before SIGKILL (`--stop-timeout`). */
+export function containerStopTimeoutSec(shutdownGraceMs: number): number {
+  return Math.ceil(shutdownGraceMs / 1000) + STOP_MARGIN_SEC;
+}
+
+/** systemd's TimeoutStopSec for the unit: always longer than docker's stop timeout. */
+export function unitStopTimeoutSec(shutdownGraceMs: number): number {
+  return containerStopTimeoutSec(shutdownGraceMs) + SYSTEMD_STOP_MARGIN_SEC;
+}
+
+/** The registry host of an image reference (what docker-credential-gcr must be configured for). */
+export function registryHost(image: string): string {
+  const match = IMAGE_BY_DIGEST.exec(image);
+  if (!match?.[1]) throw new Error(`image must be referenced by digest (HOST/PATH@sha256:<64 hex>), got "${image}"`);
+  return match[1];
+}
+
+/**
+ * Why a value cannot go into a docker `--env-file`, or undefined when it can.
+ *
+ * docker reads an env file line by line and takes everything after the first `=` verbatim: no quotes, no
+ * escapes, no `$` expansion. So any value is carried exactly, except a line break (it ends the value; a CR
+ * before the LF is dropped too), NUL (not representable on the way to execve) and text that is not valid
+ * UTF-8 (docker refuses the file). Refusing those three is the whole safety argument: nothing is quoted.
+ */
+export function envValueProblem(value: string): string | undefined {
+  if (/[\n\r]/.test(value)) return 'contains a line break';
+  if (value.includes('\0')) return 'contains a NUL character';
+  if (LONE_SURROGATE.test(value)) return 'is not valid Unicode (lone surrogate)';
+  return undefined;
+}
+
+/** Renders a docker env file: sorted `KEY=VALUE` lines, values verbatim (see envValueProblem). */
+export function renderEnvFile(env: Readonly<Record<string, string>>): string {
+  const keys = Object.keys(env).sort();
+  return keys
+    .map((key) => {
+      if (!ENV_KEY.test(key)) throw new Error(`environment variable name "${key}" is not a valid name`);
+      const value = env[key] ?? '';
+      const problem = envValueProblem(value);
+      if (problem) throw new Error(`environment variable ${key} ${problem}: docker's --env-file cannot carry it`);
+      return `${key}=${value}\n`;
+    })
+    .join('');
+}
+
+/** Quotes a string for bash: single quotes, with each embedded quote closed, escaped and reopened. */
+export function shellQuote(value: string): string {
+  return `'${value.replace(/'/g, `'\\''`)}'`;
+}
+
+function checkSpec(spec: WorkerStartupSpec): void {
+  registryHost(spec.image);
+  if (!SECRET_VERSION.test(spec.passwordSecretVersion)) {
+    throw new Error(
+      `passwordSecretVersion must look like projects/P/secrets/S/versions/V, got "${spec.passwordSecretVersion}"`,
+    );
+  }
+  if ('PGPASSWORD' in spec.env || 'DATABASE_URL' in spec.env) {
+    throw new Error('the database password must not be in the template environment: it is fetched at start');
+  }
+  const missing = LIBPQ_ENV_FROM_TEMPLATE.filter((key) => !spec.env[key]);
+  if (missing.length > 0) throw new Error(`worker environment lacks ${missing.join(', ')}`);
+  if (!Number.isInteger(spec.shutdownGraceMs) || spec.shutdownGraceMs < 0) {
+    throw new Error(`shutdownGraceMs must be a non-negative integer, got ${spec.shutdownGraceMs}`);
+  }
+  if (!Number.isInteger(spec.healthPort) || spec.healthPort < 1 || spec.healthPort > 65535) {
+    throw new Error(`healthPort must be a TCP port, got ${spec.healthPort}`);
+  }
+}
+
+/**
+ * The script the unit runs. `run.sh serve` (the unit) pulls the image by digest and runs the worker in the
+ * foreground; `run.sh exec CMD...` runs a one-off command (add-jobs, observe) in the same image with the
+ * same environment, for operators who reach the VM through IAP.
+ */
+export function renderRunScript(spec: WorkerStartupSpec): string {
+  checkSpec(spec);
+  const stopTimeout = containerStopTimeoutSec(spec.shutdownGraceMs);
+  const caMount = spec.serverCaPem
+    ? `    --volume ${shellQuote(`${SERVER_CA_PATH}:${CONTAINER_SERVER_CA_PATH}:ro`)} \\\n`
+    : '';
+  return `#!/bin/bash
+# Written by cloud-init from infra/startup.ts; run by ${UNIT_NAME}.
+set -euo pipefail
+
+readonly IMAGE=${shellQuote(spec.image)}
+readonly REGISTRY=${shellQuote(registryHost(spec.image))}
+readonly PASSWORD_SECRET=${shellQuote(spec.passwordSecretVersion)}
+readonly NAME=${shellQuote(CONTAINER_NAME)}
+readonly ENV_FILE=${shellQuote(ENV_FILE_PATH)}
+readonly RUN_DIR=${shellQuote(RUN_DIR)}
+readonly HEALTH_PORT=${spec.healthPort}
+readonly STOP_TIMEOUT=${stopTimeout}
+readonly METADATA='http://metadata.google.internal/computeMetadata/v1'
+readonly SECRETS_API='https://secretmanager.googleapis.com/v1'
+
+log() { echo "pgqueue: $*" >&2; }
+
+# COS has no jq or python: both JSON documents are read with sed, on fields whose alphabet is known
+# (an OAuth token, base64), so a pattern cannot be confused by the surrounding text.
+access_token() {
+  curl -fsS --retry 5 --retry-connrefused -H 'Metadata-Flavor: Google' \\
+    "$METADATA/instance/service-accounts/default/token" |
+    tr -d '\\n' | sed -n 's|.*"access_token" *: *"\\([^"]*\\)".*|\\1|p'
+}
+
+# Writes "PGPASSWORD=<secret>" to $1 byte for byte, then proves it is one env-file line.
+write_password_env() {
+  local target=$1 token payload bytes kept
+  token=$(access_token)
+  if [ -z "$token" ]; then log "no access token from the metadata server"; return 1; fi
+  payload=$(curl -fsS --retry 5 --retry-connrefused -H "Authorization: Bearer $token" \\
+    "$SECRETS_API/$PASSWORD_SECRET:access" | tr -d '\\n' |
+    sed -n 's|.*"data" *: *"\\([A-Za-z0-9+/=]*\\)".*|\\1|p')
+  if [ -z "$payload" ]; then log "Secret Manager returned no payload for $PASSWORD_SECRET"; return 1; fi
+  ( umask 077; { printf 'PGPASSWORD='; printf '%s' "$payload" | base64 -d; printf '\\n'; } > "$target" )
+  bytes=$(wc -c < "$target")
+  kept=$(tr -d '\\n\\r\\000' < "$target" | wc -c)
+  if [ "$kept" -ne $((bytes - 1)) ]; then
+    rm -f "$target"
+    log "the database password contains a line break or NUL; docker's --env-file cannot carry it"
+    return 1
+  fi
+}
+
+serve() {
+  # COS's host firewall drops inbound traffic except SSH; the VPC firewall already limits who may connect.
+  iptables -w -C INPUT -p tcp --dport "$HEALTH_PORT" -j ACCEPT 2>/dev/null ||
+    iptables -w -A INPUT -p tcp --dport "$HEALTH_PORT" -j ACCEPT
+  docker-credential-gcr configure-docker --registries="$REGISTRY" >/dev/null
+  docker pull --quiet "$IMAGE" >/dev/null
+  docker rm --force "$NAME" >/dev/null 2>&1 || true
+  mkdir -p "$RUN_DIR"
+  local secret_env="$RUN_DIR/secret.env"
+  write_password_env "$secret_env"
+  # docker reads env files when the container is created: the password file is gone before it starts.
+  docker create --rm --name "$NAME" \\
+    --network=host \\
+    --log-driver=gcplogs \\
+    --stop-signal=SIGTERM \\
+    --stop-timeout="$STOP_TIMEOUT" \\
+    --env-file "$ENV_FILE" \\
+    --env-file "$secret_env" \\
+${caMount}    "$IMAGE" >/dev/null || { rm -f "$secret_env"; exit 1; }
+  rm -f "$secret_env"
+  exec docker start --attach "$NAME"
+}
+
+run_once() {
+  mkdir -p "$RUN_DIR"
+  local secret_env
+  secret_env=$(mktemp "$RUN_DIR/exec.XXXXXX")
+  trap 'rm -f "$secret_env"' EXIT
+  write_password_env "$secret_env"
+  local tty=()
+  if [ -t 0 ] && [ -t 1 ]; then tty=(--tty); fi
+  docker run --rm --interactive "\${tty[@]}" \\
+    --network=host \\
+    --env-file "$ENV_FILE" \\
+    --env-file "$secret_env" \\
+${caMount}    "$IMAGE" "$@"
+}
+
+case "\${1:-serve}" in
+  serve) serve ;;
+  exec) shift; run_once "$@" ;;
+  *) log "usage: bash $0 [serve | exec COMMAND [ARGS...]]"; exit 2 ;;
+esac
+`;
+}
+
+/** The systemd unit: restart forever, and stop through `docker stop` so SIGTERM reaches the worker. */
+export function renderUnit(spec: WorkerStartupSpec): string {
+  checkSpec(spec);
+  return `[Unit]
+Description=gcpmig-pgqueue worker container
+Wants=network-online.target gcr-online.target docker.service
+After=network-online.target gcr-online.target docker.service
+# Never give up: a VM that cannot start its worker is repaired by autohealing, not left idle by systemd.
+StartLimitIntervalSec=0
+
+[Service]
+Type=simple
+Environment=HOME=${STATE_DIR}
+ExecStart=/bin/bash ${RUN_SCRIPT_PATH} serve
+ExecStop=/usr/bin/docker stop ${CONTAINER_NAME}
+Restart=always
+RestartSec=5
+TimeoutStopSec=${unitStopTimeoutSec(spec.shutdownGraceMs)}
+SuccessExitStatus=143
+
+[Install]
+WantedBy=multi-user.target
+`;
+}
+
+/** The complete `user-data` document (`#cloud-config`). */
+export function renderCloudInit(spec: WorkerStartupSpec): string {
+  checkSpec(spec);
+  const files: Array<{ path: string; permissions: string; owner: string; content: string }> = [
+    { path: RUN_SCRIPT_PATH, permissions: '0644', owner: 'root', content: renderRunScript(spec) },
+    { path: ENV_FILE_PATH, permissions: '0644', owner: 'root', content: renderEnvFile(spec.env) },
+    { path: UNIT_PATH, permissions: '0644', owner: 'root', content: renderUnit(spec) },
+  ];
+  if (spec.serverCaPem) {
+    const pem = spec.serverCaPem.endsWith('\n') ? spec.serverCaPem : `${spec.serverCaPem}\n`;
+    files.push({ path: SERVER_CA_PATH, permissions: '0644', owner: 'root', content: pem });
+  }
+  const document = {
+    write_files: files,
+    runcmd: ['systemctl daemon-reload', `systemctl start --no-block ${UNIT_NAME}`],
+  };
+  // cloud-init parses with PyYAML (YAML 1.1): render for 1.1 so "yes", "on" or 0644 stay strings.
+  return `#cloud-config\n${stringify(document, { version: '1.1', lineWidth: 0 })}`;
+}

@@ -1,0 +1,44 @@
+/** Thrown by a task for a failure that another attempt cannot fix: the job fails at once, without retries. */
+export class PermanentError extends Error {
+  override name = 'PermanentError';
+}
+
+/** The reason a running job's handler is aborted when its cancellation was requested. */
+export class CancelledError extends PermanentError {
+  override name = 'CancelledError';
+}
+
+/** A configuration or input value that is not acceptable; `field` names it. */
+export class InvalidInputError extends Error {
+  override name = 'InvalidInputError';
+  constructor(
+    readonly field: string,
+    problem: string,
+  ) {
+    super(`${field}: ${problem}`);
+  }
+}
+
+// SQLSTATEs after which the same statement can succeed later: serialization failure, deadlock,
+// the server shutting down or starting, too many connections, and the connection exceptions (08).
+const TRANSIENT_SQLSTATES = new Set(['40001', '40P01', '57P01', '57P02', '57P03', '53300', '53400']);
+const TRANSIENT_NODE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
+
+/** Whether an error from the database layer is worth retrying after a pause. */
+export function isTransient(error: unknown): boolean {
+  if (!(error instanceof Error)) return false;
+  const code = (error as { code?: unknown }).code;
+  if (typeof code === 'string') {
+    if (TRANSIENT_SQLSTATES.has(code) || code.startsWith('08') || TRANSIENT_NODE_CODES.has(code)) return true;
+  }
+  // node-postgres reports a dropped connection as plain Errors with these messages.
+  return /Connection terminated|connection timeout|Client has encountered a connection error|not queryable/i.test(
+    error.message,
+  );
+}
+
+/** One line for a log or a job's error column. */
+export function describeError(error: unknown): string {
+  if (error instanceof Error) return `${error.name === 'Error' ? '' : `${error.name}: `}${error.message}`;
+  return `non-error thrown: ${String(error)}`;
+}

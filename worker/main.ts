@@ -1,0 +1,71 @@
+/**
+ * The worker process: what `npm run worker` and the container run. Reads its configuration
+ * from the environment (and a .env file in the working directory, for local runs), serves
+ * /healthz, /readyz and /metrics, runs jobs until SIGTERM or SIGINT, then drains and exits 0.
+ */
+import fs from 'node:fs';
+import { parseWorkerConfig, type WorkerConfig } from './config.ts';
+import { describeError, InvalidInputError } from './errors.ts';
+import { createLogger } from './logger.ts';
+import { startWorkerRuntime } from './runtime.ts';
+import { loadTasks } from './tasks/load.ts';
+
+/** Seconds of the grace period kept for handing back jobs and closing connections. */
+function drainBudget(graceMs: number): number {
+  return Math.max(0, graceMs - Math.min(2_000, graceMs * 0.2));
+}
+
+async function main(): Promise<void> {
+  // Variables already set win over the file, as with every .env loader.
+  if (fs.existsSync('.env')) process.loadEnvFile('.env');
+  let config: WorkerConfig;
+  let tasks;
+  try {
+    config = parseWorkerConfig(process.env);
+    tasks = await loadTasks(config.taskModules);
+  } catch (error) {
+    if (error instanceof InvalidInputError) {
+      process.stderr.write(`worker: invalid configuration: ${error.message}\n`);
+      process.exit(1);
+    }
+    throw error;
+  }
+  const logger = createLogger(config.logLevel);
+  const runtime = await startWorkerRuntime(config, tasks, logger);
+  logger.info(
+    { concurrency: config.concurrency, queues: config.queues ?? 'all', healthPort: runtime.health?.port, tasks: [...tasks.keys()] },
+    'worker started',
+  );
+
+  let stopping = false;
+  const shutdown = (signal: string) => {
+    if (stopping) {
+      logger.warn({ signal }, 'second signal: exiting now');
+      process.exit(1);
+    }
+    stopping = true;
+    logger.info({ signal, graceMs: config.shutdownGraceMs }, 'stopping: no new jobs; running jobs get the grace period');
+    const hardStop = setTimeout(() => {
+      logger.error('shutdown overran the grace period; exiting');
+      process.exit(1);
+    }, config.shutdownGraceMs + 5_000);
+    hardStop.unref();
+    runtime
+      .stop(drainBudget(config.shutdownGraceMs))
+      .then((result) => {
+        logger.info({ finished: result.finished, handedBack: result.handedBack.length, failed: result.failed.length }, 'stopped');
+        process.exit(0);
+      })
+      .catch((error) => {
+        logger.error({ err: describeError(error) }, 'shutdown failed');
+        process.exit(1);
+      });
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+}
+
+main().catch((error) => {
+  process.stderr.write(`worker: ${describeError(error)}\n`);
+  process.exit(1);
+});

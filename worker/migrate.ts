@@ -1,0 +1,108 @@
+import { createHash } from 'node:crypto';
+import fs from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import type pg from 'pg';
+import { ADVISORY_CLASS, MIGRATION_LOCK } from './locks.ts';
+
+/** A numbered SQL file from migrations/. */
+export interface Migration {
+  readonly id: number;
+  readonly name: string;
+  readonly sql: string;
+  readonly checksum: string;
+}
+
+export interface MigrateResult {
+  /** Names of the migrations this run applied, in order. */
+  readonly applied: string[];
+  /** Id of the newest migration now in the database. */
+  readonly current: number;
+}
+
+// Source runs from worker/, the build from dist/worker/: the SQL stays at the project root.
+const candidates = ['../migrations/', '../../migrations/'].map((p) => fileURLToPath(new URL(p, import.meta.url)));
+
+/** Where the bundled migrations are. */
+export async function migrationsDir(): Promise<string> {
+  for (const dir of candidates) {
+    if (await fs.stat(dir).then((s) => s.isDirectory(), () => false)) return dir;
+  }
+  throw new Error(`migrations: folder not found (looked in ${candidates.join(', ')})`);
+}
+
+/** Read and order the migration files: `NNNN_name.sql`, ids unique and increasing. */
+export async function loadMigrations(dir?: string): Promise<Migration[]> {
+  const folder = dir ?? (await migrationsDir());
+  const files = (await fs.readdir(folder)).filter((f) => f.endsWith('.sql')).sort();
+  const migrations: Migration[] = [];
+  for (const file of files) {
+    const match = /^(\d+)_[\w-]+\.sql$/.exec(file);
+    if (!match) throw new Error(`migrations: ${file} is not named NNNN_name.sql`);
+    const id = Number(match[1]);
+    if (migrations.some((m) => m.id === id)) throw new Error(`migrations: two files share number ${id} (${file})`);
+    const sql = await fs.readFile(path.join(folder, file), 'utf8');
+    migrations.push({ id, name: file, sql, checksum: createHash('sha256').update(sql).digest('hex') });
+  }
+  return migrations;
+}
+
+/**
+ * Apply every pending migration. Runners that start together queue on one advisory lock, so the
+ * second finds nothing to do; each migration commits with its record, so a failure leaves the
+ * schema at the last good step. A recorded migration whose file changed since is an error: the
+ * database no longer matches what the code expects, and silently going on would hide that.
+ */
+export async function migrate(client: pg.ClientBase, migrations?: Migration[]): Promise<MigrateResult> {
+  const all = migrations ?? (await loadMigrations());
+  await client.query('select pg_advisory_lock($1, $2)', [ADVISORY_CLASS, MIGRATION_LOCK]);
+  try {
+    await client.query(`create schema if not exists pgq`);
+    await client.query(`create table if not exists pgq.migrations (
+      id integer primary key,
+      name text not null,
+      checksum text not null,
+      applied_at timestamptz not null default now())`);
+    const { rows } = await client.query<{ id: number; name: string; checksum: string }>(
+      'select id, name, checksum from pgq.migrations order by id',
+    );
+    const recorded = new Map(rows.map((r) => [r.id, r]));
+    for (const m of all) {
+      const done = recorded.get(m.id);
+      if (done && done.checksum !== m.checksum) {
+        throw new Error(`migrations: ${m.name} was changed after it was applied (recorded as ${done.name}); add a new migration instead`);
+      }
+    }
+    const known = new Set(all.map((m) => m.id));
+    const unknown = rows.filter((r) => !known.has(r.id));
+    if (unknown.length > 0) {
+      throw new Error(`migrations: the database has ${unknown.map((r) => r.name).join(', ')}, which this version does not know; run a newer version`);
+    }
+    const applied: string[] = [];
+    for (const m of all) {
+      if (recorded.has(m.id)) continue;
+      await client.query('begin');
+      try {
+        await client.query(m.sql);
+        await client.query('insert into pgq.migrations (id, name, checksum) values ($1, $2, $3)', [m.id, m.name, m.checksum]);
+        await client.query('commit');
+      } catch (error) {
+        await client.query('rollback');
+        throw new Error(`migrations: ${m.name} failed: ${(error as Error).message}`, { cause: error });
+      }
+      applied.push(m.name);
+    }
+    return { applied, current: Math.max(0, ...all.map((m) => m.id)) };
+  } finally {
+    await client.query('select pg_advisory_unlock($1, $2)', [ADVISORY_CLASS, MIGRATION_LOCK]).catch(() => {});
+  }
+}
+
+/** Whether the database has exactly the migrations this code ships (for /readyz). */
+export async function schemaIsCurrent(client: pg.ClientBase | pg.Pool, migrations: Migration[]): Promise<boolean> {
+  const latest = Math.max(0, ...migrations.map((m) => m.id));
+  const { rows } = await client.query<{ latest: number | null }>(
+    `select max(id) as latest from pgq.migrations`,
+  );
+  return rows[0]?.latest === latest;
+}

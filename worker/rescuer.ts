@@ -1,0 +1,120 @@
+import type pg from 'pg';
+import { describeError } from './errors.ts';
+import type { Logger } from './logger.ts';
+import type { WorkerMetrics } from './metrics.ts';
+import * as q from './queries.ts';
+
+export interface RescuerOptions {
+  /** A worker that has not heartbeated for this long is dead. */
+  readonly leaseMs: number;
+  /** Time between passes (each process jitters it by ±25%). */
+  readonly intervalMs: number;
+  /** Finished jobs older than this are deleted. */
+  readonly retentionMs: number;
+  /** Time between pruning passes (pruning is the slow part). Default one minute. */
+  readonly pruneEveryMs?: number;
+  /** Most rows one pass expires or prunes, so a pass stays a short transaction. Default 5000. */
+  readonly batchLimit?: number;
+}
+
+export interface RescuerDeps {
+  readonly pool: pg.Pool;
+  readonly logger: Logger;
+  readonly metrics?: WorkerMetrics;
+}
+
+/** What one pass did. */
+export interface RescuePass {
+  /** Another process held the maintenance lock, so this pass did nothing. */
+  readonly skipped: boolean;
+  readonly deadWorkers: string[];
+  readonly requeued: string[];
+  readonly failed: string[];
+  readonly expired: number;
+  readonly pruned: number;
+}
+
+/**
+ * Maintenance that every worker process runs and one at a time performs: remove dead workers
+ * and return their jobs, expire jobs past their deadline, prune old history. Any live worker can
+ * do it, so there is no single maintenance process to lose.
+ */
+export class Rescuer {
+  private timer: NodeJS.Timeout | undefined;
+  private lastPruneAt = 0;
+  private current: Promise<unknown> | undefined;
+  private stopped = false;
+
+  constructor(
+    private readonly deps: RescuerDeps,
+    private readonly options: RescuerOptions,
+  ) {}
+
+  /** One pass, in one short transaction. */
+  async runOnce(): Promise<RescuePass> {
+    const client = await this.deps.pool.connect();
+    try {
+      await client.query('begin');
+      if (!(await q.tryMaintenanceLock(client))) {
+        await client.query('commit');
+        return { skipped: true, deadWorkers: [], requeued: [], failed: [], expired: 0, pruned: 0 };
+      }
+      const deadWorkers = await q.deleteDeadWorkers(client, this.options.leaseMs);
+      const { requeued, failed } = await q.rescueOrphans(client);
+      const limit = this.options.batchLimit ?? 5_000;
+      const expired = await q.expireJobs(client, limit);
+      let pruned = 0;
+      if (Date.now() - this.lastPruneAt >= (this.options.pruneEveryMs ?? 60_000)) {
+        pruned = await q.pruneFinished(client, this.options.retentionMs, limit);
+        this.lastPruneAt = Date.now();
+      }
+      await client.query('commit');
+      const pass = { skipped: false, deadWorkers, requeued, failed, expired, pruned };
+      this.report(pass);
+      return pass;
+    } catch (error) {
+      await client.query('rollback').catch(() => {});
+      throw error;
+    } finally {
+      client.release();
+    }
+  }
+
+  /** Run passes on a timer until stop(). */
+  start(): void {
+    const schedule = () => {
+      if (this.stopped) return;
+      const jittered = this.options.intervalMs * (0.75 + Math.random() / 2);
+      this.timer = setTimeout(() => {
+        this.current = this.runOnce()
+          .catch((error) => {
+            this.deps.metrics?.dbErrors.inc({ component: 'rescuer' });
+            this.deps.logger.warn({ err: describeError(error) }, 'maintenance pass failed');
+          })
+          .finally(schedule);
+      }, jittered);
+    };
+    schedule();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    await this.current;
+  }
+
+  private report(pass: RescuePass): void {
+    const { logger, metrics } = this.deps;
+    if (pass.deadWorkers.length > 0) {
+      metrics?.deadWorkers.inc(pass.deadWorkers.length);
+      logger.warn({ workers: pass.deadWorkers }, 'dead workers removed');
+    }
+    if (pass.requeued.length > 0 || pass.failed.length > 0) {
+      metrics?.rescued.inc({ outcome: 'requeued' }, pass.requeued.length);
+      metrics?.rescued.inc({ outcome: 'failed' }, pass.failed.length);
+      logger.warn({ requeued: pass.requeued, failed: pass.failed }, 'jobs of dead workers recovered');
+    }
+    if (pass.expired > 0) logger.info({ expired: pass.expired }, 'expired jobs');
+    if (pass.pruned > 0) logger.info({ pruned: pass.pruned }, 'pruned finished jobs');
+  }
+}

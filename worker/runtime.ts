@@ -1,0 +1,169 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import pg from 'pg';
+import { describeError, isTransient } from './errors.ts';
+import type { WorkerConfig } from './config.ts';
+import { startHealthServer, type HealthServer } from './health.ts';
+import type { Logger } from './logger.ts';
+import { loadMigrations, migrate, schemaIsCurrent } from './migrate.ts';
+import { WorkerMetrics, watchQueueDepth } from './metrics.ts';
+import { cpuSampler } from './cpu.ts';
+import { Presence } from './presence.ts';
+import * as q from './queries.ts';
+import { Rescuer } from './rescuer.ts';
+import type { TaskRegistry } from './tasks/types.ts';
+import { ThreadPool } from './thread-pool.ts';
+import { Worker, type StopResult } from './worker.ts';
+
+/** A running worker process's parts. */
+export interface WorkerRuntime {
+  readonly worker: Worker;
+  readonly presence: Presence;
+  readonly rescuer: Rescuer;
+  readonly pool: pg.Pool;
+  readonly metrics: WorkerMetrics;
+  /** Null when HEALTH_PORT is not served (library use without a port). */
+  readonly health: HealthServer | null;
+  /** Drain within `graceMs`, hand back the rest, close everything. */
+  stop(graceMs: number): Promise<StopResult>;
+}
+
+function version(): string {
+  if (process.env.WORKER_VERSION) return process.env.WORKER_VERSION;
+  for (const p of ['../package.json', '../../package.json']) {
+    try {
+      return (JSON.parse(fs.readFileSync(new URL(p, import.meta.url), 'utf8')) as { version: string }).version;
+    } catch {
+      // try the next layout
+    }
+  }
+  return 'unknown';
+}
+
+/** Apply migrations, waiting out a database that is not up yet; a real migration error is thrown. */
+async function migrateWhenReachable(pool: pg.Pool, logger: Logger): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    let client: pg.PoolClient | undefined;
+    try {
+      client = await pool.connect();
+      const result = await migrate(client);
+      if (result.applied.length > 0) logger.info({ applied: result.applied }, 'migrations applied');
+      return;
+    } catch (error) {
+      if (!isTransient(error)) throw error;
+      const pauseMs = Math.min(5_000, 200 * attempt);
+      logger.warn({ err: describeError(error), retryInMs: pauseMs }, 'database not reachable for migrations; retrying');
+      await new Promise((resolve) => setTimeout(resolve, pauseMs));
+    } finally {
+      client?.release();
+    }
+  }
+}
+
+/**
+ * Start a worker: health server first (so the process answers /healthz while the database is
+ * still coming up), then migrations, presence, the loop and the rescuer.
+ */
+export async function startWorkerRuntime(
+  config: WorkerConfig,
+  tasks: TaskRegistry,
+  logger: Logger,
+  options: { serveHealth?: boolean } = {},
+): Promise<WorkerRuntime> {
+  const metrics = new WorkerMetrics();
+  const pool = new pg.Pool({
+    ...config.connection,
+    max: config.poolSize,
+    keepAlive: true,
+    connectionTimeoutMillis: 10_000,
+    application_name: 'pgq-worker',
+  });
+  // Without a listener, a server shutdown becomes an uncaught exception; the pool reconnects by itself.
+  pool.on('error', (error) => logger.warn({ err: describeError(error) }, 'idle database connection lost'));
+  watchQueueDepth(metrics, () => q.queueDepth(pool));
+  const threads = new ThreadPool(config.cpuThreads);
+  let worker: Worker | undefined;
+  let presence: Presence | undefined;
+  const migrations = await loadMigrations();
+  const health =
+    options.serveHealth === false
+      ? null
+      : await startHealthServer(config.healthPort, {
+          metrics,
+          live: () => !loopCrashed,
+          ready: async () => {
+            if (!presence?.ready) return { ok: false, reason: 'worker not registered with the database (yet)' };
+            try {
+              if (!(await schemaIsCurrent(pool, migrations))) return { ok: false, reason: 'database schema is not current' };
+              return { ok: true };
+            } catch (error) {
+              return { ok: false, reason: `database: ${describeError(error)}` };
+            }
+          },
+        });
+  let loopCrashed = false;
+  if (config.migrate) await migrateWhenReachable(pool, logger.child({ component: 'migrate' }));
+
+  const cpu = cpuSampler();
+  presence = new Presence({
+    connection: config.connection,
+    host: os.hostname(),
+    pid: process.pid,
+    queues: config.queues,
+    concurrency: config.concurrency,
+    version: version(),
+    heartbeatMs: Math.max(100, Math.floor(config.leaseMs / 5)),
+    logger: logger.child({ component: 'presence' }),
+    inFlight: () => worker?.inFlight ?? 0,
+    cpu,
+    onNotify: (queue) => worker?.wake(queue),
+    onCancel: (ids) => worker?.cancel(ids),
+  });
+  worker = new Worker(
+    { pool, presence, tasks, threads, logger: logger.child({ component: 'worker' }), metrics },
+    {
+      concurrency: config.concurrency,
+      batchSize: config.batchSize,
+      queues: config.queues,
+      pollMs: config.pollMs,
+      retryBaseMs: config.retryBaseMs,
+      retryMaxMs: config.retryMaxMs,
+    },
+  );
+  const rescuer = new Rescuer(
+    { pool, logger: logger.child({ component: 'rescuer' }), metrics },
+    { leaseMs: config.leaseMs, intervalMs: config.rescueIntervalMs, retentionMs: config.retentionMs },
+  );
+  void presence.start();
+  const loop = worker.start().catch((error: unknown) => {
+    loopCrashed = true;
+    logger.fatal({ err: describeError(error) }, 'worker loop crashed');
+  });
+  rescuer.start();
+  const w = worker;
+  const p = presence;
+
+  return {
+    worker: w,
+    presence: p,
+    rescuer,
+    pool,
+    metrics,
+    health,
+    async stop(graceMs) {
+      let result: StopResult = { finished: 0, handedBack: [], failed: [] };
+      try {
+        result = await w.stop(graceMs);
+      } catch (error) {
+        logger.error({ err: describeError(error) }, 'could not hand back jobs; their lease will expire and the rescuer returns them');
+      }
+      await loop;
+      await rescuer.stop();
+      await p.close();
+      await threads.close();
+      await pool.end().catch(() => {});
+      await health?.close();
+      return result;
+    },
+  };
+}
