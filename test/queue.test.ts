@@ -1,0 +1,405 @@
+import type pg from 'pg';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { cancelJob, countByState, enqueue, enqueueMany, getJob, InvalidInputError, PermanentError } from '../worker/index.ts';
+import * as q from '../worker/queries.ts';
+import { Rescuer } from '../worker/rescuer.ts';
+import { silentLogger } from '../worker/logger.ts';
+import { drain, manualWorker, openDatabase, waitFor } from './harness.ts';
+
+let pool: pg.Pool;
+const cleanups: (() => Promise<void>)[] = [];
+
+beforeAll(async () => {
+  ({ pool } = await openDatabase());
+});
+afterEach(async () => {
+  for (const c of cleanups.splice(0)) await c();
+  await pool.query('truncate pgq.jobs, pgq.finished_jobs, pgq.job_keys, pgq.workers');
+});
+afterAll(async () => {
+  await pool.end();
+});
+
+async function worker(options: Parameters<typeof manualWorker>[1] = {}) {
+  const w = await manualWorker(pool, options);
+  cleanups.push(w.close);
+  return w;
+}
+
+const rescuer = (options: Partial<ConstructorParameters<typeof Rescuer>[1]> = {}) =>
+  new Rescuer({ pool, logger: silentLogger }, { leaseMs: 15_000, intervalMs: 1_000, retentionMs: 3_600_000, ...options });
+
+describe('enqueue', () => {
+  it('stores every option as given', async () => {
+    const runAfter = new Date(Date.now() + 60_000);
+    const expiresAt = new Date(Date.now() + 120_000);
+    const { id, created } = await enqueue(pool, {
+      task: 'sleep',
+      payload: { workMs: 5, note: 'x' },
+      queue: 'emails',
+      priority: 7,
+      runAfter,
+      expiresAt,
+      maxAttempts: 9,
+      idempotencyKey: 'k-1',
+    });
+    expect(created).toBe(true);
+    const job = await getJob(pool, id);
+    expect(job).toMatchObject({
+      task: 'sleep',
+      payload: { workMs: 5, note: 'x' },
+      queue: 'emails',
+      priority: 7,
+      state: 'queued',
+      maxAttempts: 9,
+      delivery: 'at_least_once',
+      idempotencyKey: 'k-1',
+      attempts: 0,
+    });
+    expect(job!.runAfter.getTime()).toBe(runAfter.getTime());
+    const { rows } = await pool.query('select expires_at from pgq.jobs where id = $1', [id]);
+    expect(rows[0].expires_at.getTime()).toBe(expiresAt.getTime());
+  });
+
+  it('defaults: queue default, priority 0, 5 attempts, at-least-once; at-most-once gets 1 attempt', async () => {
+    const a = await getJob(pool, (await enqueue(pool, { task: 'sleep' })).id);
+    expect(a).toMatchObject({ queue: 'default', priority: 0, maxAttempts: 5, delivery: 'at_least_once', payload: {} });
+    const b = await getJob(pool, (await enqueue(pool, { task: 'sleep', delivery: 'at_most_once' })).id);
+    expect(b).toMatchObject({ maxAttempts: 1, delivery: 'at_most_once' });
+  });
+
+  it('enqueues thousands in one call, ids in input order', async () => {
+    const specs = Array.from({ length: 12_000 }, (_, i) => ({ task: 'sleep', payload: { i } }));
+    const results = await enqueueMany(pool, specs);
+    expect(results).toHaveLength(12_000);
+    const { rows } = await pool.query<{ id: string; i: number }>(`select id::text, (payload->>'i')::int as i from pgq.jobs`);
+    const byId = new Map(rows.map((r) => [r.id, r.i]));
+    results.forEach((r, i) => expect(byId.get(r.id)).toBe(i));
+  });
+
+  it('concurrent single enqueues each get their own job', async () => {
+    const results = await Promise.all(Array.from({ length: 200 }, (_, i) => enqueue(pool, { task: 'sleep', payload: { i } })));
+    expect(new Set(results.map((r) => r.id)).size).toBe(200);
+    for (const [i, r] of results.entries()) expect((await getJob(pool, r.id))!.payload).toEqual({ i });
+  });
+
+  it("joins the caller's transaction: rolled back leaves no job, committed keeps it", async () => {
+    const client = await pool.connect();
+    try {
+      await client.query('begin');
+      const rolledBack = await enqueue(client, { task: 'sleep' });
+      await enqueueMany(client, [{ task: 'sleep' }, { task: 'sleep', idempotencyKey: 'tx-key' }]);
+      await client.query('rollback');
+      expect(await getJob(pool, rolledBack.id)).toBeNull();
+      expect((await countByState(pool)).queued).toBe(0);
+      await client.query('begin');
+      const kept = await enqueue(client, { task: 'sleep', idempotencyKey: 'tx-key' });
+      await client.query('commit');
+      expect(kept.created).toBe(true);
+      expect((await getJob(pool, kept.id))!.state).toBe('queued');
+    } finally {
+      client.release();
+    }
+  });
+
+  it('an idempotency key returns the existing job while it exists, finished or not', async () => {
+    const first = await enqueue(pool, { task: 'sleep', payload: { workMs: 0 }, idempotencyKey: 'order-42' });
+    const again = await enqueue(pool, { task: 'sleep', payload: { workMs: 999 }, idempotencyKey: 'order-42' });
+    expect(again).toEqual({ id: first.id, created: false });
+    const batch = await enqueueMany(pool, [
+      { task: 'sleep', idempotencyKey: 'order-42' },
+      { task: 'sleep', idempotencyKey: 'order-43' },
+      { task: 'sleep', idempotencyKey: 'order-43' },
+    ]);
+    expect(batch[0]).toEqual({ id: first.id, created: false });
+    expect(batch[1]!.created).toBe(true);
+    expect(batch[2]).toEqual({ id: batch[1]!.id, created: false });
+    expect((await countByState(pool)).queued).toBe(2);
+    const { worker: w } = await worker();
+    await drain(w);
+    expect((await getJob(pool, first.id))!.state).toBe('succeeded');
+    expect(await enqueue(pool, { task: 'sleep', idempotencyKey: 'order-42' })).toEqual({ id: first.id, created: false });
+  });
+
+  it('rejects bad jobs with the field named, and loses nothing already queued', async () => {
+    await enqueueMany(pool, [{ task: 'sleep' }, { task: 'sleep' }]);
+    const circular: Record<string, unknown> = {};
+    circular.self = circular;
+    const cases: [Parameters<typeof enqueue>[1], RegExp][] = [
+      [{ task: '' }, /^task: /],
+      [{ task: 'sleep', payload: circular }, /^payload: not JSON-serialisable/],
+      [{ task: 'sleep', payload: { big: 'x'.repeat(1024 * 1024) } }, /^payload: \d+ bytes of JSON exceeds the 1048576-byte limit/],
+      [{ task: 'sleep', payload: { s: 'a\u0000b' } }, /^payload: contains a NUL/],
+      [{ task: 'sleep', priority: 1.5 }, /^priority: /],
+      [{ task: 'sleep', maxAttempts: 0 }, /^maxAttempts: /],
+      [{ task: 'sleep', delivery: 'twice' as never }, /^delivery: /],
+      [{ task: 'sleep', delivery: 'at_most_once', maxAttempts: 3 }, /^maxAttempts: must be 1 for an at_most_once job/],
+      [{ task: 'sleep', runAfter: new Date('nope') }, /^runAfter: /],
+      [{ task: 'sleep', expiresAt: new Date(Date.now() - 1000) }, /^expiresAt: is not after now/],
+      [{ task: 'sleep', idempotencyKey: '' }, /^idempotencyKey: /],
+    ];
+    for (const [spec, message] of cases) {
+      const error = await enqueue(pool, spec).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(InvalidInputError);
+      expect((error as Error).message).toMatch(message);
+    }
+    const batchError = await enqueueMany(pool, [{ task: 'sleep' }, { task: 'sleep' }, { task: 'sleep' }, { task: 7 as never }]).catch((e: unknown) => e);
+    expect((batchError as Error).message).toMatch(/^jobs\[3\]\.task: /);
+    expect((await countByState(pool)).queued).toBe(2);
+  });
+});
+
+describe('claim', () => {
+  it('claims in batches up to the free slots', async () => {
+    await enqueueMany(pool, Array.from({ length: 10 }, () => ({ task: 'sleep', payload: { workMs: 10_000 } })));
+    const { worker: w } = await worker({ concurrency: 8 });
+    expect(await w.runOnce()).toMatchObject({ requested: 8, claimed: 8 });
+    expect(await w.runOnce()).toMatchObject({ requested: 0, claimed: 0 });
+    expect((await countByState(pool)).running).toBe(8);
+  });
+
+  it('takes higher priority first, then the earliest due', async () => {
+    const order: string[] = [];
+    const ids = await enqueueMany(pool, [
+      { task: 'note', payload: 'low', priority: -1 },
+      { task: 'note', payload: 'mid-old', runAfter: new Date(Date.now() - 60_000) },
+      { task: 'note', payload: 'high' , priority: 5 },
+      { task: 'note', payload: 'mid-new' },
+    ]);
+    expect(ids).toHaveLength(4);
+    const { worker: w } = await worker({ concurrency: 1, tasks: { note: (p) => void order.push(p as string) } });
+    await drain(w, 4);
+    expect(order).toEqual(['high', 'mid-old', 'mid-new', 'low']);
+  });
+
+  it('does not start a job before its run-after time', async () => {
+    const { id } = await enqueue(pool, { task: 'sleep', runAfter: new Date(Date.now() + 3_600_000) });
+    const { worker: w } = await worker();
+    expect((await w.runOnce()).claimed).toBe(0);
+    await pool.query(`update pgq.jobs set run_after = now() - interval '1 second' where id = $1`, [id]);
+    expect((await w.runOnce()).claimed).toBe(1);
+  });
+
+  it('takes only jobs of its queues', async () => {
+    await enqueueMany(pool, ['a', 'b', 'c'].map((queue) => ({ task: 'sleep', payload: { workMs: 0 }, queue })));
+    const { worker: w } = await worker({ queues: ['a', 'c'] });
+    await drain(w);
+    const { rows } = await pool.query(`select queue, state from pgq.all_jobs order by queue`);
+    expect(rows).toEqual([
+      { queue: 'a', state: 'succeeded' },
+      { queue: 'b', state: 'queued' },
+      { queue: 'c', state: 'succeeded' },
+    ]);
+  });
+
+  it('stores the result and the last progress report', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const { id } = await enqueue(pool, { task: 'steps' });
+    const { worker: w } = await worker({
+      tasks: {
+        steps: async (_p, ctx) => {
+          ctx.progress({ done: 1, of: 3 });
+          ctx.progress({ done: 2, of: 3 });
+          await gate;
+          ctx.progress({ done: 3, of: 3 });
+          return { answer: 42 };
+        },
+      },
+    });
+    await w.runOnce();
+    const seen = await waitFor(async () => {
+      const job = await getJob(pool, id);
+      return (job?.progress as { done?: number } | null)?.done === 2 ? job : undefined;
+    }, 'progress to be readable while the job runs');
+    expect(seen.state).toBe('running');
+    release();
+    await drain(w, 0);
+    await waitFor(() => w.inFlight === 0, 'the job to end');
+    await w.flush();
+    expect(await getJob(pool, id)).toMatchObject({ result: { answer: 42 }, progress: { done: 3, of: 3 }, attempts: 1 });
+  });
+});
+
+describe('failure', () => {
+  it('retries with exponential backoff and jitter, then succeeds', async () => {
+    let calls = 0;
+    const { id } = await enqueue(pool, { task: 'flaky', maxAttempts: 3 });
+    const { worker: w } = await worker({
+      retryBaseMs: 10_000,
+      random: () => 0,
+      tasks: {
+        flaky: () => {
+          calls++;
+          if (calls < 3) throw new Error(`boom ${calls}`);
+          return 'ok';
+        },
+      },
+    });
+    for (const expectedDelay of [5_000, 10_000]) {
+      await drain(w);
+      const { rows } = await pool.query<{ state: string; delay: number; last_error: string }>(
+        `select state, (extract(epoch from run_after - now()) * 1000)::float8 as delay, last_error from pgq.jobs where id = $1`,
+        [id],
+      );
+      expect(rows[0]!.state).toBe('queued');
+      // base x 2^(attempt-1), times 0.5 with the jitter pinned at its low end.
+      expect(rows[0]!.delay).toBeGreaterThan(expectedDelay - 1_000);
+      expect(rows[0]!.delay).toBeLessThanOrEqual(expectedDelay);
+      expect(rows[0]!.last_error).toMatch(/^boom/);
+      expect((await w.runOnce()).claimed).toBe(0);
+      await pool.query(`update pgq.jobs set run_after = now() where id = $1`, [id]);
+    }
+    await drain(w);
+    expect(await getJob(pool, id)).toMatchObject({ state: 'succeeded', attempts: 3, result: 'ok' });
+  });
+
+  it('ends failed with the error once attempts run out', async () => {
+    const { id } = await enqueue(pool, { task: 'broken', maxAttempts: 2 });
+    const { worker: w } = await worker({ retryBaseMs: 0, tasks: { broken: () => { throw new TypeError('no good'); } } });
+    await drain(w);
+    await drain(w);
+    expect(await getJob(pool, id)).toMatchObject({ state: 'failed', attempts: 2, error: 'TypeError: no good' });
+  });
+
+  it('a PermanentError and an at-most-once job fail at once, without retries', async () => {
+    const a = await enqueue(pool, { task: 'permanent' });
+    const b = await enqueue(pool, { task: 'transient', delivery: 'at_most_once' });
+    const { worker: w } = await worker({
+      retryBaseMs: 0,
+      tasks: {
+        permanent: () => { throw new PermanentError('bad input'); },
+        transient: () => { throw new Error('network'); },
+      },
+    });
+    await drain(w);
+    expect(await getJob(pool, a.id)).toMatchObject({ state: 'failed', attempts: 1, error: 'PermanentError: bad input' });
+    expect(await getJob(pool, b.id)).toMatchObject({ state: 'failed', attempts: 1, error: 'network' });
+  });
+
+  it('an unknown task or a malformed payload fails with a clear error and the worker goes on', async () => {
+    const unknown = await enqueue(pool, { task: 'no-such-task' });
+    const malformed = await enqueue(pool, { task: 'burn', payload: { workMs: 'abc' } });
+    const good = await enqueue(pool, { task: 'sleep', payload: { workMs: 1 } });
+    const { worker: w } = await worker();
+    await drain(w);
+    expect(await getJob(pool, unknown.id)).toMatchObject({
+      state: 'failed',
+      attempts: 1,
+      error: "PermanentError: unknown task 'no-such-task' (this worker knows: burn, sleep)",
+    });
+    expect(await getJob(pool, malformed.id)).toMatchObject({
+      state: 'failed',
+      attempts: 1,
+      error: 'PermanentError: payload.workMs: expected a number of milliseconds from 0 to 3600000, got "abc"',
+    });
+    expect((await getJob(pool, good.id))!.state).toBe('succeeded');
+  });
+
+  it('a result that is not JSON fails the run', async () => {
+    const { id } = await enqueue(pool, { task: 'bigint' });
+    const { worker: w } = await worker({ tasks: { bigint: () => 10n } });
+    await drain(w);
+    expect((await getJob(pool, id))!.error).toMatch(/^PermanentError: result: not JSON-serialisable/);
+  });
+});
+
+describe('cancel, expiry and retention', () => {
+  it('cancels a queued job at once and a running one through its signal', async () => {
+    const queued = await enqueue(pool, { task: 'sleep', runAfter: new Date(Date.now() + 60_000) });
+    expect(await cancelJob(pool, queued.id)).toBe('cancelled');
+    expect((await getJob(pool, queued.id))!.state).toBe('cancelled');
+
+    const running = await enqueue(pool, { task: 'sleep', payload: { workMs: 60_000 } });
+    const { worker: w, workerId } = await worker();
+    await w.runOnce();
+    expect(await cancelJob(pool, running.id)).toBe('running');
+    // The worker learns of it with its heartbeat.
+    const toCancel = await q.heartbeat(pool, workerId, w.inFlight, null);
+    expect(toCancel).toEqual([running.id]);
+    w.cancel(toCancel!);
+    await waitFor(() => w.inFlight === 0, 'the cancelled job to stop');
+    await w.flush();
+    expect(await getJob(pool, running.id)).toMatchObject({ state: 'cancelled', attempts: 1 });
+    expect(await cancelJob(pool, '999999')).toBeNull();
+  });
+
+  it('marks jobs past their expiry expired instead of running them', async () => {
+    const { id } = await enqueue(pool, { task: 'sleep', expiresAt: new Date(Date.now() + 60_000) });
+    await pool.query(`update pgq.jobs set expires_at = now() - interval '1 second' where id = $1`, [id]);
+    const { worker: w } = await worker();
+    expect((await w.runOnce()).claimed).toBe(0);
+    expect((await rescuer().runOnce()).expired).toBe(1);
+    expect(await getJob(pool, id)).toMatchObject({ state: 'expired', attempts: 0 });
+  });
+
+  it('prunes finished jobs and their keys after the retention, keeps newer ones', async () => {
+    const old = await enqueue(pool, { task: 'sleep', payload: { workMs: 0 }, idempotencyKey: 'old' });
+    const recent = await enqueue(pool, { task: 'sleep', payload: { workMs: 0 }, idempotencyKey: 'recent' });
+    const { worker: w } = await worker();
+    await drain(w);
+    await pool.query(`update pgq.finished_jobs set finished_at = now() - interval '2 hours' where id = $1`, [old.id]);
+    await pool.query(`update pgq.job_keys set created_at = now() - interval '2 hours'`);
+    const pass = await rescuer({ retentionMs: 3_600_000, pruneEveryMs: 0 }).runOnce();
+    expect(pass.pruned).toBe(1);
+    expect(await getJob(pool, old.id)).toBeNull();
+    expect((await getJob(pool, recent.id))!.state).toBe('succeeded');
+    const { rows } = await pool.query('select key from pgq.job_keys order by key');
+    expect(rows).toEqual([{ key: 'recent' }]);
+    expect((await enqueue(pool, { task: 'sleep', idempotencyKey: 'old' })).created).toBe(true);
+  });
+});
+
+describe('rescue', () => {
+  it("returns a dead worker's jobs: at-least-once again, at-most-once failed", async () => {
+    const alo = await enqueue(pool, { task: 'sleep', payload: { workMs: 60_000 } });
+    const amo = await enqueue(pool, { task: 'sleep', payload: { workMs: 60_000 }, delivery: 'at_most_once' });
+    const last = await enqueue(pool, { task: 'sleep', payload: { workMs: 60_000 }, maxAttempts: 1 });
+    const dying = await worker();
+    expect((await dying.worker.runOnce()).claimed).toBe(3);
+    // The process is gone: its connection, and with it the presence lock.
+    dying.kill();
+    const pass = await rescuer().runOnce();
+    expect(pass.deadWorkers).toEqual([dying.workerId]);
+    expect(pass.requeued).toEqual([alo.id]);
+    expect(pass.failed.sort()).toEqual([amo.id, last.id].sort());
+    expect(await getJob(pool, alo.id)).toMatchObject({ state: 'queued', attempts: 1, workerId: null });
+    expect((await getJob(pool, alo.id))!.error).toMatch(/died while running attempt 1/);
+    expect(await getJob(pool, amo.id)).toMatchObject({ state: 'failed', attempts: 1 });
+    expect((await getJob(pool, amo.id))!.error).toMatch(/at-most-once job; it is not run again/);
+    // The dead worker's late result is not recorded.
+    await dying.worker.stop(0);
+    expect((await getJob(pool, alo.id))!.state).toBe('queued');
+  });
+
+  it('declares a worker whose lease ran out dead even though its lock is held', async () => {
+    await enqueue(pool, { task: 'sleep', payload: { workMs: 60_000 } });
+    const stuck = await worker();
+    await stuck.worker.runOnce();
+    expect((await rescuer().runOnce()).deadWorkers).toEqual([]);
+    await pool.query(`update pgq.workers set heartbeat_at = now() - interval '16 seconds'`);
+    const pass = await rescuer({ leaseMs: 15_000 }).runOnce();
+    expect(pass.deadWorkers).toEqual([stuck.workerId]);
+    expect(pass.requeued).toHaveLength(1);
+  });
+
+  it('gives a worker that last beat before a server restart its lease to reconnect', async () => {
+    const w = await worker();
+    w.kill();
+    await pool.query(`update pgq.workers set heartbeat_at = pg_postmaster_start_time() - interval '1 second'`);
+    expect((await rescuer({ leaseMs: 3_600_000 }).runOnce()).deadWorkers).toEqual([]);
+  });
+
+  it('runs maintenance in one process at a time', async () => {
+    const holder = await pool.connect();
+    try {
+      await holder.query('begin');
+      expect(await q.tryMaintenanceLock(holder)).toBe(true);
+      expect((await rescuer().runOnce()).skipped).toBe(true);
+      await holder.query('commit');
+      expect((await rescuer().runOnce()).skipped).toBe(false);
+    } finally {
+      holder.release();
+    }
+  });
+});
