@@ -55,6 +55,9 @@ export class WorkerMetrics {
   });
 
   constructor() {
+    // Recoveries are rare: show them as 0 from the start so a dashboard can rate() them.
+    for (const outcome of ['requeued', 'failed'] as const) this.rescued.labels({ outcome }).inc(0);
+    this.deadWorkers.inc(0);
     client.collectDefaultMetrics({ register: this.registry, prefix: 'pgq_process_' });
   }
 }

@@ -1,0 +1,67 @@
+import type pg from 'pg';
+import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
+import { freePort } from '../scripts/local-postgres.ts';
+import { enqueue, getJob } from '../worker/index.ts';
+import { killChildren, openDatabase, spawnWorker, waitFor, workerIdOf } from './harness.ts';
+
+let url: string;
+let pool: pg.Pool;
+
+beforeAll(async () => {
+  ({ url, pool } = await openDatabase());
+});
+afterEach(killChildren);
+afterAll(async () => {
+  await pool.end();
+});
+
+async function get(port: number, path: string): Promise<{ status: number; body: string } | undefined> {
+  try {
+    const res = await fetch(`http://127.0.0.1:${port}${path}`);
+    return { status: res.status, body: await res.text() };
+  } catch {
+    return undefined;
+  }
+}
+
+it('serves /healthz, /readyz and Prometheus /metrics, and logs JSON with a severity', async () => {
+  const port = await freePort();
+  const worker = spawnWorker({ DATABASE_URL: url, HEALTH_PORT: String(port) });
+  const workerId = await workerIdOf(pool, worker.child.pid!);
+  const ready = await waitFor(async () => {
+    const r = await get(port, '/readyz');
+    return r?.status === 200 ? r : undefined;
+  }, '/readyz to answer 200');
+  expect(JSON.parse(ready.body)).toEqual({ status: 'ready' });
+  const health = await get(port, '/healthz');
+  expect(health).toEqual({ status: 200, body: '{"status":"ok"}' });
+
+  const { id } = await enqueue(pool, { task: 'sleep', payload: { workMs: 1 } });
+  await waitFor(async () => (await getJob(pool, id))?.state === 'succeeded', 'the job to succeed');
+  await enqueue(pool, { task: 'sleep', payload: { workMs: 1 }, runAfter: new Date(Date.now() + 3_600_000) });
+  const metrics = (await get(port, '/metrics'))!;
+  expect(metrics.status).toBe(200);
+  expect(metrics.body).toMatch(/^pgq_jobs_total\{task="sleep",outcome="succeeded"\} 1$/m);
+  expect(metrics.body).toMatch(/^pgq_queue_depth\{queue="default",when="scheduled"\} 1$/m);
+  expect(metrics.body).toMatch(/^pgq_job_duration_seconds_count\{task="sleep"\} 1$/m);
+  expect(metrics.body).toMatch(/^pgq_lease_recoveries_total/m);
+  expect((await get(port, '/nope'))!.status).toBe(404);
+
+  const { rows } = await pool.query('select jobs_in_flight, cpu from pgq.workers where id = $1', [workerId]);
+  expect(rows).toHaveLength(1);
+  const lines = worker.stdout().trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  expect(lines.find((l) => l.message === 'worker started')).toMatchObject({ severity: 'INFO' });
+  expect(lines.every((l) => typeof l.severity === 'string' && typeof l.message === 'string' && typeof l.time === 'string')).toBe(true);
+});
+
+it('/healthz stays 200 while the database is unreachable; /readyz says why it is not ready', async () => {
+  const port = await freePort();
+  const deadDb = `postgres://postgres:postgres@127.0.0.1:${await freePort()}/nothing`;
+  const worker = spawnWorker({ DATABASE_URL: deadDb, HEALTH_PORT: String(port) });
+  const health = await waitFor(() => get(port, '/healthz'), '/healthz to answer');
+  expect(health.status).toBe(200);
+  const ready = (await get(port, '/readyz'))!;
+  expect(ready.status).toBe(503);
+  expect(JSON.parse(ready.body).status).toBe('not ready');
+  expect(worker.child.exitCode).toBeNull();
+});
