@@ -2,6 +2,7 @@
  * add-jobs: enqueue load. `npm run add-jobs -- <work-ms> <count>` as in the original demo
  * (`add.js 3000 128`), in bulk batches, with progress; or a steady stream with --rate/--duration.
  */
+import { pathToFileURL } from 'node:url';
 import { enqueueMany, type JobSpec } from '../worker/index.ts';
 import { describeError } from '../worker/errors.ts';
 import { DELIVERIES, type Delivery } from '../worker/types.ts';
@@ -164,4 +165,5 @@ async function main(): Promise<void> {
   else process.stdout.write(`enqueued ${enqueued} ${o.task} jobs in ${seconds.toFixed(2)} s (${summary.jobsPerSecond.toLocaleString('en-US')} jobs/s)\n`);
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) runCli('add-jobs', USAGE, main);
+// Importable by tests for its parser; runs when started as a command.
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) runCli('add-jobs', USAGE, main);

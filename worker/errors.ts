@@ -27,6 +27,7 @@ const TRANSIENT_NODE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ET
 /** Whether an error from the database layer is worth retrying after a pause. */
 export function isTransient(error: unknown): boolean {
   if (!(error instanceof Error)) return false;
+  if (error.cause !== undefined && isTransient(error.cause)) return true;
   const code = (error as { code?: unknown }).code;
   if (typeof code === 'string') {
     if (TRANSIENT_SQLSTATES.has(code) || code.startsWith('08') || TRANSIENT_NODE_CODES.has(code)) return true;

@@ -1,0 +1,129 @@
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import type pg from 'pg';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { freePort } from '../scripts/local-postgres.ts';
+import { parseAddJobs } from '../scripts/add-jobs.ts';
+import { enqueueMany } from '../worker/index.ts';
+import * as q from '../worker/queries.ts';
+import { manualWorker, openDatabase, root, drain } from './harness.ts';
+
+let url: string;
+let pool: pg.Pool;
+
+beforeAll(async () => {
+  ({ url, pool } = await openDatabase());
+});
+beforeEach(async () => {
+  await pool.query('truncate pgq.jobs, pgq.finished_jobs, pgq.job_keys, pgq.workers');
+});
+afterAll(async () => {
+  await pool.end();
+});
+
+function run(script: string, args: string[], env: Record<string, string> = { DATABASE_URL: url }) {
+  return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', path.join(root, 'scripts', script), ...args], {
+      cwd: root,
+      env: { PATH: process.env.PATH ?? '', ...env },
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('exit', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+describe('add-jobs', () => {
+  it('`add-jobs 3000 128` enqueues 128 burn jobs of 3000 ms, as the original demo did', async () => {
+    const r = await run('add-jobs.ts', ['3000', '128']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^enqueued 128 burn jobs in [\d.]+ s \([\d,]+ jobs\/s\)$/m);
+    const { rows } = await pool.query(`select task, payload, count(*)::int as n from pgq.jobs group by 1, 2`);
+    expect(rows).toEqual([{ task: 'burn', payload: { workMs: 3000 }, n: 128 }]);
+  });
+
+  it('puts every option on the jobs', async () => {
+    const r = await run('add-jobs.ts', ['10', '50', '--task', 'sleep', '--queue', 'q1', '--priority', '3', '--max-attempts', '2', '--run-after', '60', '--fail-rate', '0.5', '--spread', '5-15', '--batch', '7', '--json']);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ enqueued: 50, task: 'sleep' });
+    const { rows } = await pool.query(`select task, queue, priority, max_attempts, delivery, (payload->>'workMs')::float8 as w,
+        (payload->>'failRate')::float8 as f, run_after > now() + interval '50 seconds' as later from pgq.jobs`);
+    expect(rows).toHaveLength(50);
+    for (const row of rows) {
+      expect(row).toMatchObject({ task: 'sleep', queue: 'q1', priority: 3, max_attempts: 2, delivery: 'at_least_once', f: 0.5, later: true });
+      expect(row.w).toBeGreaterThanOrEqual(5);
+      expect(row.w).toBeLessThanOrEqual(15);
+    }
+  });
+
+  it.each([
+    [['10'], /expected <work-ms> <count>/],
+    [['ten', '5'], /<work-ms>: expected a number/],
+    [['10', '5', '--delivery', 'twice'], /--delivery: expected at_least_once or at_most_once, got 'twice'/],
+    [['10', '5', '--bogus'], /Unknown option '--bogus'/],
+    [['10', '5', '--spread', '9-3'], /--spread: /],
+    [['10', '5', '--rate', '5'], /--rate and --duration go together/],
+  ])('bad flags %j: usage and exit 2', async (args, message) => {
+    const r = await run('add-jobs.ts', args);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(message);
+    expect(r.stderr).toMatch(/usage: npm run add-jobs/);
+  });
+
+  it('an unreachable database: one line, exit 1', async () => {
+    const r = await run('add-jobs.ts', ['10', '5'], { DATABASE_URL: `postgres://postgres:x@127.0.0.1:${await freePort()}/none` });
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(/^add-jobs: database unreachable: 0 of 5 jobs were enqueued before: .*ECONNREFUSED/);
+  });
+
+  it('parses --rate with --duration', () => {
+    expect(parseAddJobs(['5', '0', '--rate', '100', '--duration', '5'])).toMatchObject({ rate: 100, durationSeconds: 5 });
+  });
+});
+
+describe('observe', () => {
+  it('--once --json prints counts per state and live workers', async () => {
+    const w = await manualWorker(pool, { concurrency: 2 });
+    const other = await manualWorker(pool, { concurrency: 1 });
+    try {
+      await enqueueMany(pool, [
+        { task: 'sleep', payload: { workMs: 0 } },
+        { task: 'sleep', payload: { workMs: 0 } },
+        { task: 'sleep', payload: { workMs: 'bad' } },
+      ]);
+      await drain(w.worker, 2);
+      await enqueueMany(pool, [
+        { task: 'sleep', payload: { workMs: 60_000 } },
+        { task: 'sleep', payload: { workMs: 60_000 } },
+        { task: 'sleep', payload: { workMs: 0 } },
+        { task: 'sleep', payload: { workMs: 0 }, runAfter: new Date(Date.now() + 60_000) },
+      ]);
+      await w.worker.runOnce();
+      const cancelled = await enqueueMany(pool, [{ task: 'sleep' }, { task: 'sleep', expiresAt: new Date(Date.now() + 60_000) }]);
+      await q.cancelJob(pool, cancelled[0]!.id);
+      await pool.query(`update pgq.jobs set expires_at = now() - interval '1 second' where id = $1`, [cancelled[1]!.id]);
+      await q.expireJobs(pool, 10);
+      const r = await run('observe.ts', ['--once', '--json']);
+      expect(r.code).toBe(0);
+      const o = JSON.parse(r.stdout);
+      expect(o.counts).toEqual({ queued: 2, running: 2, succeeded: 2, failed: 1, expired: 1, cancelled: 1 });
+      expect(o.workers).toBe(2);
+      expect(o.workerList.map((x: { concurrency: number }) => x.concurrency).sort()).toEqual([1, 2]);
+      // Runs that ended in the last minute: the two successes and the failure (cancelled and expired jobs never ran).
+      expect(o.rates.finishedPerSecond).toBeCloseTo(3 / 60, 2);
+      expect(o.latency.p50).toBeGreaterThanOrEqual(0);
+    } finally {
+      await w.close();
+      await other.close();
+    }
+  });
+
+  it('bad flags: usage and exit 2', async () => {
+    const r = await run('observe.ts', ['--interval', 'soon']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/^observe: --interval: expected a number/);
+  });
+});
