@@ -215,16 +215,16 @@ ${caMount}    "$IMAGE" >/dev/null || { rm -f "$secret_env"; exit 1; }
 
 run_once() {
   mkdir -p "$RUN_DIR"
-  local secret_env
-  secret_env=$(mktemp "$RUN_DIR/exec.XXXXXX")
-  trap 'rm -f "$secret_env"' EXIT
-  write_password_env "$secret_env"
+  # Global, not local: the EXIT trap runs after this function has returned.
+  EXEC_SECRET_ENV=$(mktemp "$RUN_DIR/exec.XXXXXX")
+  trap 'rm -f "$EXEC_SECRET_ENV"' EXIT
+  write_password_env "$EXEC_SECRET_ENV"
   local tty=()
   if [ -t 0 ] && [ -t 1 ]; then tty=(--tty); fi
   docker run --rm --interactive "\${tty[@]}" \\
     --network=host \\
     --env-file "$ENV_FILE" \\
-    --env-file "$secret_env" \\
+    --env-file "$EXEC_SECRET_ENV" \\
 ${caMount}    "$IMAGE" "$@"
 }
 
@@ -279,4 +279,44 @@ export function renderCloudInit(spec: WorkerStartupSpec): string {
   };
   // cloud-init parses with PyYAML (YAML 1.1): render for 1.1 so "yes", "on" or 0644 stay strings.
   return `#cloud-config\n${stringify(document, { version: '1.1', lineWidth: 0 })}`;
+}
+
+/** The worker's knobs as the stack configures them (names follow the worker's environment contract). */
+export interface WorkerEnvInput {
+  readonly dbHost: string;
+  readonly dbPort: number;
+  readonly dbName: string;
+  readonly dbUser: string;
+  /** libpq sslmode; with `verify-ca` or `verify-full` the server CA is mounted and PGSSLROOTCERT set. */
+  readonly dbSslMode: string;
+  readonly dbPoolSize: number;
+  readonly concurrency: number;
+  /** Comma-separated queue names; empty means every queue. */
+  readonly queues: string;
+  readonly healthPort: number;
+  readonly shutdownGraceMs: number;
+  readonly logLevel: string;
+  readonly migrate: boolean;
+}
+
+/** The container's environment, minus PGPASSWORD (which the VM adds at start). */
+export function workerEnvironment(input: WorkerEnvInput): Record<string, string> {
+  const env: Record<string, string> = {
+    PGHOST: input.dbHost,
+    PGPORT: String(input.dbPort),
+    PGDATABASE: input.dbName,
+    PGUSER: input.dbUser,
+    PGSSLMODE: input.dbSslMode,
+    DB_POOL_SIZE: String(input.dbPoolSize),
+    WORKER_CONCURRENCY: String(input.concurrency),
+    HEALTH_PORT: String(input.healthPort),
+    SHUTDOWN_GRACE_MS: String(input.shutdownGraceMs),
+    LOG_LEVEL: input.logLevel,
+    MIGRATE: input.migrate ? 'true' : 'false',
+  };
+  if (input.queues !== '') env.WORKER_QUEUES = input.queues;
+  if (input.dbSslMode === 'verify-ca' || input.dbSslMode === 'verify-full') {
+    env.PGSSLROOTCERT = CONTAINER_SERVER_CA_PATH;
+  }
+  return env;
 }

@@ -1,0 +1,37 @@
+# syntax=docker/dockerfile:1
+# The worker image: `node dist/worker/main.js`, plus dist/scripts (add-jobs, observe) so operators can run
+# them inside the VPC, and migrations/ beside dist/ for the migration runner.
+ARG NODE_IMAGE=node:20-bookworm-slim
+
+# Production dependencies only, installed from the lockfile on their own so no build tool can leak in.
+FROM ${NODE_IMAGE} AS deps
+WORKDIR /app
+COPY package.json package-lock.json ./
+# Install scripts stay off: no production dependency needs one (npm 11 skips them by default too).
+RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund
+
+# Compile with the dev dependencies (TypeScript and the types).
+FROM ${NODE_IMAGE} AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --ignore-scripts --no-audit --no-fund
+COPY tsconfig.json tsconfig.build.json ./
+COPY worker ./worker
+COPY scripts ./scripts
+RUN npm run build
+
+FROM ${NODE_IMAGE} AS runtime
+ENV NODE_ENV=production
+WORKDIR /app
+COPY --from=deps /app/node_modules ./node_modules
+COPY --from=build /app/dist ./dist
+COPY package.json ./
+COPY migrations ./migrations
+# The base image's unprivileged user; everything above stays root-owned and read-only to it.
+USER node
+EXPOSE 8080
+# Node is PID 1 on purpose (exec form, no shell, no init): the worker installs SIGTERM/SIGINT handlers, which
+# is what PID 1 needs to receive them, and it runs jobs on threads, not child processes, so there are no
+# orphans to reap. `docker stop` therefore reaches the worker's drain directly.
+STOPSIGNAL SIGTERM
+CMD ["node", "dist/worker/main.js"]
