@@ -18,7 +18,7 @@ describe('worker configuration', () => {
     });
     expect(config).toMatchObject({
       concurrency: 12,
-      batchSize: 12,
+      batchSize: 1000,
       queues: ['emails', 'reports'],
       healthPort: 9090,
       shutdownGraceMs: 5000,

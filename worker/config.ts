@@ -11,7 +11,7 @@ export interface WorkerConfig {
   readonly concurrency: number;
   /** Queues to take jobs from; null means every queue. */
   readonly queues: readonly string[] | null;
-  /** Most jobs one claim takes (default: the concurrency). */
+  /** Most jobs one claim statement takes (default 1000); free slots and the prefetch decide how many it asks for. */
   readonly batchSize: number;
   /** Port of /healthz, /readyz and /metrics; 0 picks a free one. */
   readonly healthPort: number;
@@ -153,7 +153,7 @@ export function parseWorkerConfig(env: Env = process.env): WorkerConfig {
     connection,
     concurrency,
     queues,
-    batchSize: integer(env, 'WORKER_BATCH_SIZE', concurrency, 1, 1000),
+    batchSize: integer(env, 'WORKER_BATCH_SIZE', 1000, 1, 5000),
     healthPort: integer(env, 'HEALTH_PORT', 8080, 0, 65535),
     shutdownGraceMs: integer(env, 'SHUTDOWN_GRACE_MS', 25_000, 0, 3_600_000),
     migrate: boolean(env, 'MIGRATE', true),

@@ -51,7 +51,7 @@ export async function runWorker(options: RunWorkerOptions = {}): Promise<WorkerR
     connection: options.connection ?? parseConnection(process.env),
     concurrency,
     queues: options.queues ?? null,
-    batchSize: options.batchSize ?? concurrency,
+    batchSize: options.batchSize ?? 1000,
     healthPort: options.healthPort ?? 0,
     shutdownGraceMs: options.shutdownGraceMs ?? 25_000,
     migrate: options.migrate ?? true,

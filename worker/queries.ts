@@ -102,15 +102,16 @@ export async function jobIdsForKeys(db: Queryable, keys: string[]): Promise<Map<
   return new Map(rows.map((r) => [r.key, r.job_id]));
 }
 
-// Moves the rows of `done` (jobs deleted from the hot table, with result/error/state columns
-// attached) into the history. A job whose cancel was requested ends `cancelled` whatever happened.
+// Moves the rows of `done` (jobs deleted from the hot table, with final_state, final_result,
+// final_error and final_started attached) into the history. final_started is when the handler
+// really started, for jobs that waited in a worker's prefetch buffer after their claim. A job whose cancel was requested ends `cancelled` whatever happened.
 const MOVE_TO_HISTORY = `
   insert into pgq.finished_jobs (id, queue, task, payload, priority, state, attempts, max_attempts, delivery,
                                  idempotency_key, result, error, progress, worker_id, created_at, run_after, started_at)
   select id, queue, task, payload, priority,
          case when cancel_requested then 'cancelled' else final_state end,
          attempts, max_attempts, delivery, idempotency_key, final_result, final_error, progress, worker_id,
-         created_at, run_after, started_at
+         created_at, run_after, coalesce(final_started, started_at)
     from done
   returning id`;
 
@@ -151,6 +152,8 @@ const toClaimed = (r: ClaimedRow): ClaimedJob => ({
 export interface Succeeded {
   id: string;
   attempt: number;
+  /** When the handler started (later than the claim for a job that waited in the buffer). */
+  startedAt: Date;
   /** The result, already serialised to JSON. */
   resultJson: string;
 }
@@ -183,32 +186,35 @@ export async function settleAndClaim(
     name: queues ? 'pgq_settle_claim_queues' : 'pgq_settle_claim',
     text: `with done as (
         delete from pgq.jobs j
-         using unnest($2::bigint[], $3::int[], $4::jsonb[]) as d(id, attempt, result)
-         where j.id = d.id and j.attempts = d.attempt and j.worker_id = $1 and j.state = 'running'
-        returning j.*, 'succeeded'::text as final_state, d.result as final_result, null::text as final_error),
+         using unnest($2::bigint[], $3::int[], $4::jsonb[], $5::timestamptz[]) as d(id, attempt, result, started)
+         where j.id = any($2::bigint[]) and j.id = d.id and j.attempts = d.attempt and j.worker_id = $1 and j.state = 'running'
+        returning j.*, 'succeeded'::text as final_state, d.result as final_result, null::text as final_error,
+                  d.started as final_started),
       moved as (${MOVE_TO_HISTORY}),
       candidates as (
         select id from pgq.jobs
          where state = 'queued' and run_after <= now() and (expires_at is null or expires_at > now())
-           ${queues ? 'and queue = any($6::text[])' : ''}
+           ${queues ? 'and queue = any($7::text[])' : ''}
            and exists (select 1 from pgq.workers where id = $1)
          order by priority desc, run_after, id
-         limit $5
+         limit $6
          for update skip locked),
       claimed as (
         update pgq.jobs j
            set state = 'running', worker_id = $1, attempts = j.attempts + 1, started_at = now()
-          from candidates c
-         where j.id = c.id
+         where j.id = any(array(select id from candidates))
         returning ${CLAIMED_COLUMNS})
-      select s.settled, c.*
+      -- The settled ids ride on the first row only: repeated on every claimed row they would make
+      -- the client parse batch x batch array elements.
+      select case when c.n is null or c.n = 1 then s.settled end as settled, c.*
         from (select coalesce(array_agg(id), '{}')::text[] as settled from moved) s
-        left join claimed c on true`,
+        left join (select *, row_number() over () as n from claimed) c on true`,
     values: [
       workerId,
       succeeded.map((s) => s.id),
       succeeded.map((s) => s.attempt),
       succeeded.map((s) => s.resultJson),
+      succeeded.map((s) => s.startedAt),
       limit,
       ...(queues ? [queues] : []),
     ],
@@ -255,8 +261,9 @@ export async function finishJobs(db: Queryable, workerId: string, finished: Fini
     `with done as (
         delete from pgq.jobs j
          using unnest($2::bigint[], $3::int[], $4::text[], $5::text[]) as d(id, attempt, state, error)
-         where j.id = d.id and j.attempts = d.attempt and j.worker_id = $1 and j.state = 'running'
-        returning j.*, d.state as final_state, null::jsonb as final_result, d.error as final_error)
+         where j.id = any($2::bigint[]) and j.id = d.id and j.attempts = d.attempt and j.worker_id = $1 and j.state = 'running'
+        returning j.*, d.state as final_state, null::jsonb as final_result, d.error as final_error,
+                  null::timestamptz as final_started)
       ${MOVE_TO_HISTORY.replace('returning id', 'returning id::text')}`,
     [workerId, finished.map((f) => f.id), finished.map((f) => f.attempt), finished.map((f) => f.state), finished.map((f) => f.error)],
   );
@@ -264,16 +271,18 @@ export async function finishJobs(db: Queryable, workerId: string, finished: Fini
 }
 
 /**
- * Give running at-least-once jobs back to the queue at once (a stopping worker), without
- * counting the run as an attempt: the job did not fail, its worker left.
+ * Give jobs back to the queue at once (a stopping worker), without counting the run as an
+ * attempt: the job did not fail, its worker left. Started jobs go back only if at-least-once;
+ * jobs that never left the worker's prefetch buffer go back whatever their delivery.
  */
-export async function handBack(db: Queryable, workerId: string, ids: string[]): Promise<string[]> {
+export async function handBack(db: Queryable, workerId: string, started: string[], notStarted: string[] = []): Promise<string[]> {
   const { rows } = await db.query<{ id: string }>(
     `update pgq.jobs
         set state = 'queued', worker_id = null, attempts = attempts - 1, started_at = null, run_after = now()
-      where worker_id = $1 and state = 'running' and id = any($2::bigint[]) and delivery = 'at_least_once'
+      where worker_id = $1 and state = 'running'
+        and ((id = any($2::bigint[]) and delivery = 'at_least_once') or id = any($3::bigint[]))
       returning id::text`,
-    [workerId, ids],
+    [workerId, started, notStarted],
   );
   if (rows.length > 0) await notify(db);
   return rows.map((r) => r.id);
@@ -302,7 +311,8 @@ export async function cancelJob(db: Queryable, id: string): Promise<JobState | n
   const { rows } = await db.query<{ state: JobState | null }>(
     `with done as (
         delete from pgq.jobs j where j.id = $1 and j.state = 'queued'
-        returning j.*, 'cancelled'::text as final_state, null::jsonb as final_result, null::text as final_error),
+        returning j.*, 'cancelled'::text as final_state, null::jsonb as final_result, null::text as final_error,
+                  null::timestamptz as final_started),
       moved as (${MOVE_TO_HISTORY}),
       flagged as (
         update pgq.jobs set cancel_requested = true where id = $1 and state = 'running' returning id)
@@ -496,7 +506,8 @@ export async function rescueOrphans(db: Queryable): Promise<RescueResult> {
                     case when j.delivery = 'at_most_once'
                          then 'worker ' || j.worker_id || ' died while running this at-most-once job; it is not run again'
                          else 'worker ' || j.worker_id || ' died while running the last of ' || j.max_attempts || ' attempts'
-                    end as final_error)
+                    end as final_error,
+                    null::timestamptz as final_started)
         ${MOVE_TO_HISTORY.replace('returning id', 'returning id::text')}`,
       [fail.map((r) => r.id)],
     );
@@ -514,7 +525,8 @@ export async function expireJobs(db: Queryable, limit: number): Promise<number> 
                          where state = 'queued' and expires_at is not null and expires_at <= now()
                          limit $1 for update skip locked)
         returning j.*, 'expired'::text as final_state, null::jsonb as final_result,
-                  'expired at ' || j.expires_at || ' before it could start' as final_error)
+                  'expired at ' || j.expires_at || ' before it could start' as final_error,
+                  null::timestamptz as final_started)
       ${MOVE_TO_HISTORY}`,
     [limit],
   );

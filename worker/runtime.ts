@@ -126,6 +126,7 @@ export async function startWorkerRuntime(
       batchSize: config.batchSize,
       queues: config.queues,
       pollMs: config.pollMs,
+      pipeline: config.poolSize,
       retryBaseMs: config.retryBaseMs,
       retryMaxMs: config.retryMaxMs,
     },

@@ -35,6 +35,16 @@ export interface WorkerOptions {
   readonly retryMaxMs: number;
   /** Largest JSON result kept; a bigger one fails the run (default 1 MiB). */
   readonly maxResultBytes?: number;
+  /**
+   * Short jobs are claimed ahead into a local buffer holding about this much work, so slots
+   * never wait for a round trip (default 50 ms). Jobs longer than this are never prefetched:
+   * holding them would keep them from idle workers, and from new VMs when the group scales out.
+   */
+  readonly prefetchHorizonMs?: number;
+  /** Most jobs held in the prefetch buffer (default 2000: two full claims can be in flight). */
+  readonly maxPrefetch?: number;
+  /** Round trips in flight at once (default 1); at most the pool size. */
+  readonly pipeline?: number;
 }
 
 /** What one iteration did. */
@@ -58,7 +68,10 @@ export interface StopResult {
 
 interface Running {
   readonly job: ClaimedJob;
-  readonly controller: AbortController;
+  /** Made on first use of ctx.signal: most handlers never look, and a controller per job costs. */
+  controller?: AbortController;
+  /** Why the run was aborted (cancel, hand-back), if it was. */
+  abortReason?: unknown;
   readonly done: Promise<void>;
   /** Set when the job was handed back: whatever the handler does later no longer counts. */
   abandoned: boolean;
@@ -75,10 +88,18 @@ const DEFAULT_MAX_RESULT_BYTES = 1024 * 1024;
  */
 export class Worker {
   private readonly running = new Map<string, Running>();
+  /** Claimed, not started yet: waiting for a free slot. */
+  private buffer: ClaimedJob[] = [];
+  /** Moving average of recent run times (ms), which sizes the prefetch. */
+  private averageRunMs: number | undefined;
   private succeeded: q.Succeeded[] = [];
   private readonly persisting = new Set<Promise<void>>();
   private stopping = false;
   private woken = false;
+  /** A job notification arrived since the loop last looked. */
+  private notified = false;
+  /** Jobs asked for by claims in flight. */
+  private claiming = 0;
   private wakeResolve: (() => void) | undefined;
   private loop: Promise<void> | undefined;
   private finishedDuringStop = 0;
@@ -90,9 +111,20 @@ export class Worker {
     private readonly options: WorkerOptions,
   ) {}
 
-  /** Jobs executing now. */
+  /** Jobs executing now or claimed and waiting in the buffer. */
   get inFlight(): number {
-    return this.running.size;
+    return this.running.size + this.buffer.length;
+  }
+
+  /**
+   * How many jobs to hold beyond the free slots: enough for `prefetchHorizonMs` of work at the
+   * recent run time, none until run times are known or when jobs are long.
+   */
+  prefetchTarget(): number {
+    const horizon = this.options.prefetchHorizonMs ?? 50;
+    const avg = this.averageRunMs;
+    if (avg === undefined || avg >= horizon) return 0;
+    return Math.min(this.options.maxPrefetch ?? 2000, Math.floor((this.options.concurrency * horizon) / Math.max(avg, 0.01)));
   }
 
   /** Whether the loop is running (not stopped). */
@@ -103,17 +135,32 @@ export class Worker {
   /** A notification or event that may mean work: cut the current wait short. */
   wake(queue = ''): void {
     if (queue !== '' && this.options.queues && !this.options.queues.includes(queue)) return;
+    this.notified = true;
+    this.nudge();
+  }
+
+  /** Cut the loop's wait short to look at its own state (a job ended, a round trip returned). */
+  private nudge(): void {
     this.woken = true;
     this.wakeResolve?.();
   }
 
-  /** Abort the handlers of jobs whose cancellation was requested. */
+  /** Abort the handlers of jobs whose cancellation was requested; drop buffered ones. */
   cancel(ids: string[]): void {
+    const buffered = this.buffer.filter((j) => ids.includes(j.id));
+    if (buffered.length > 0) {
+      this.buffer = this.buffer.filter((j) => !ids.includes(j.id));
+      const workerId = this.deps.presence.workerId!;
+      void this.persist(async () => {
+        // The history marks them cancelled: their cancel_requested flag is set.
+        await q.finishJobs(this.deps.pool, workerId, buffered.map((j) => ({ id: j.id, attempt: j.attempt, state: 'failed' as const, error: 'cancelled before it started' })));
+      });
+    }
     for (const id of ids) {
       const run = this.running.get(id);
-      if (run && !run.controller.signal.aborted) {
+      if (run && run.abortReason === undefined) {
         this.deps.logger.info({ jobId: id }, 'job cancelled while running');
-        run.controller.abort(new CancelledError('cancelled while running'));
+        abort(run, new CancelledError('cancelled while running'));
       }
     }
   }
@@ -125,27 +172,37 @@ export class Worker {
   }
 
   /**
-   * One iteration: record finished runs and claim as many jobs as there are free slots, in one
-   * statement, then start the claimed jobs without waiting for them.
+   * One iteration: record finished runs and claim as many jobs as there are free slots (plus
+   * the prefetch), in one statement, then start what fits without waiting for the jobs.
    */
   async runOnce(): Promise<IterationResult> {
     const workerId = this.deps.presence.workerId;
     if (!workerId) return { requested: 0, claimed: 0, settled: 0 };
-    const free = this.options.concurrency - this.running.size;
-    const limit = this.stopping || !this.deps.presence.ready ? 0 : Math.max(0, Math.min(free, this.options.batchSize));
+    const limit = this.stopping || !this.deps.presence.ready ? 0 : Math.max(0, Math.min(this.room(), this.options.batchSize));
     if (limit === 0 && this.succeeded.length === 0) return { requested: 0, claimed: 0, settled: 0 };
     const batch = this.succeeded;
     this.succeeded = [];
     let result: q.SettleAndClaimResult;
+    this.claiming += limit;
     try {
       result = await q.settleAndClaim(this.deps.pool, workerId, batch, limit, this.options.queues);
     } catch (error) {
       this.succeeded = batch.concat(this.succeeded);
       throw error;
+    } finally {
+      this.claiming -= limit;
     }
     this.recordSettled(batch, result.settled);
-    for (const job of result.claimed) this.startJob(job);
+    this.buffer.push(...result.claimed);
+    this.pump();
     return { requested: limit, claimed: result.claimed.length, settled: result.settled.length };
+  }
+
+  /** Start buffered jobs while slots are free. */
+  private pump(): void {
+    while (this.running.size < this.options.concurrency && this.buffer.length > 0 && !this.stopping) {
+      this.startJob(this.buffer.shift()!);
+    }
   }
 
   /**
@@ -156,8 +213,14 @@ export class Worker {
   async stop(graceMs: number): Promise<StopResult> {
     const deadline = Date.now() + graceMs;
     this.stopping = true;
-    this.wake();
+    this.nudge();
     await this.loop;
+    // Buffered jobs never started: back to the queue at once, whatever their delivery.
+    const unstarted = this.buffer.map((j) => j.id);
+    this.buffer = [];
+    const workerId = this.deps.presence.workerId;
+    let handedBack: string[] = [];
+    if (workerId && unstarted.length > 0) handedBack = await q.handBack(this.deps.pool, workerId, [], unstarted);
     const startedWith = this.running.size;
     while (this.running.size > 0 && Date.now() < deadline) {
       await Promise.race([
@@ -168,19 +231,18 @@ export class Worker {
     const left = [...this.running.values()];
     for (const run of left) {
       run.abandoned = true;
-      run.controller.abort(new Error('worker stopping'));
+      abort(run, new Error('worker stopping'));
       this.running.delete(run.job.id);
     }
-    const workerId = this.deps.presence.workerId;
     const atLeastOnce = left.filter((r) => r.job.delivery === 'at_least_once').map((r) => r.job.id);
     const atMostOnce = left.filter((r) => r.job.delivery === 'at_most_once');
-    let handedBack: string[] = [];
     let failed: string[] = [];
     if (workerId && atLeastOnce.length > 0) {
-      handedBack = await q.handBack(this.deps.pool, workerId, atLeastOnce);
+      const back = await q.handBack(this.deps.pool, workerId, atLeastOnce);
       for (const run of left) {
-        if (handedBack.includes(run.job.id)) this.deps.metrics?.jobs.inc({ task: run.job.task, outcome: 'handed_back' });
+        if (back.includes(run.job.id)) this.deps.metrics?.jobs.inc({ task: run.job.task, outcome: 'handed_back' });
       }
+      handedBack = handedBack.concat(back);
     }
     if (workerId && atMostOnce.length > 0) {
       failed = await q.finishJobs(
@@ -211,47 +273,79 @@ export class Worker {
     }
   }
 
+  /**
+   * Keep up to `pipeline` iterations in flight (one per pool connection, less the one kept for
+   * failures, progress and maintenance): while one round trip is on the wire, the next batch
+   * of outcomes builds up and goes out on the other connection.
+   */
   private async runLoop(): Promise<void> {
+    const pipeline = Math.max(1, this.options.pipeline ?? 1);
+    const iterations = new Set<Promise<void>>();
     let failures = 0;
+    let pauseUntil = 0;
+    // Whether the queue may hold jobs for us: after a full claim, a notification or a poll.
+    let more = true;
     while (!this.stopping) {
       this.lastIterationAt = Date.now();
       if (!this.deps.presence.ready && this.succeeded.length === 0) {
         await Promise.race([this.deps.presence.whenReady(), this.waitForWake(this.options.pollMs)]);
+        more = true;
         continue;
       }
-      let result: IterationResult;
-      try {
-        result = await this.runOnce();
-        failures = 0;
-      } catch (error) {
-        failures++;
-        this.deps.metrics?.dbErrors.inc({ component: 'claim' });
-        const pauseMs = Math.min(5_000, 100 * 2 ** Math.min(failures, 6));
-        this.deps.logger.warn({ err: describeError(error), retryInMs: pauseMs }, 'claim failed; retrying');
-        await this.waitForWake(pauseMs);
+      if (this.notified) {
+        this.notified = false;
+        more = true;
+      }
+      const wanted = this.succeeded.length > 0 || (more && this.room() > 0);
+      if (wanted && iterations.size < pipeline && Date.now() >= pauseUntil) {
+        more = false;
+        const iteration = this.runOnce().then(
+          (result) => {
+            failures = 0;
+            if (result.requested > 0 && result.claimed === result.requested) more = true;
+          },
+          (error: unknown) => {
+            failures++;
+            more = true;
+            this.deps.metrics?.dbErrors.inc({ component: 'claim' });
+            const pauseMs = Math.min(5_000, 100 * 2 ** Math.min(failures, 6));
+            pauseUntil = Date.now() + pauseMs;
+            this.deps.logger.warn({ err: describeError(error), retryInMs: pauseMs }, 'claim failed; retrying');
+          },
+        );
+        iterations.add(iteration);
+        void iteration.finally(() => {
+          iterations.delete(iteration);
+          this.nudge();
+        });
         continue;
       }
-      // A full batch with slots still free means more jobs are probably waiting.
-      if (result.requested > 0 && result.claimed === result.requested && this.running.size < this.options.concurrency) continue;
-      await this.waitForWake(this.options.pollMs);
+      const waitMs = Date.now() < pauseUntil ? pauseUntil - Date.now() : this.options.pollMs;
+      if (!(await this.waitForWake(waitMs)) && iterations.size === 0) more = true;
     }
+    await Promise.all(iterations);
   }
 
-  private waitForWake(ms: number): Promise<void> {
+  /** Jobs the worker can take now: free slots plus prefetch, less what is held or being claimed. */
+  private room(): number {
+    return this.options.concurrency + this.prefetchTarget() - this.running.size - this.buffer.length - this.claiming;
+  }
+
+  /** Resolves true when woken, false when `ms` passed. */
+  private waitForWake(ms: number): Promise<boolean> {
     if (this.woken || this.stopping) {
       this.woken = false;
-      return Promise.resolve();
+      return Promise.resolve(true);
     }
     return new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
-      const self = this;
-      function done() {
+      const timer = setTimeout(() => done(false), ms);
+      const done = (woken: boolean) => {
         clearTimeout(timer);
-        self.wakeResolve = undefined;
-        self.woken = false;
-        resolve();
-      }
-      this.wakeResolve = done;
+        this.wakeResolve = undefined;
+        this.woken = false;
+        resolve(woken);
+      };
+      this.wakeResolve = () => done(true);
     });
   }
 
@@ -268,23 +362,24 @@ export class Worker {
   }
 
   private startJob(job: ClaimedJob): void {
-    const controller = new AbortController();
-    const run: Running = { job, controller, abandoned: false, done: Promise.resolve() };
+    const run: Running = { job, abandoned: false, done: Promise.resolve() };
     this.running.set(job.id, run);
     this.deps.metrics?.inFlight.set(this.running.size);
-    this.deps.metrics?.wait.observe(Math.max(0, (job.startedAt.getTime() - job.runAfter.getTime()) / 1000));
+    this.deps.metrics?.wait.observe(Math.max(0, (Date.now() - job.runAfter.getTime()) / 1000));
     (run as { done: Promise<void> }).done = this.execute(run).finally(() => {
       if (this.running.get(job.id) === run) this.running.delete(job.id);
+      this.pump();
       if (this.stopping) this.finishedDuringStop++;
       this.deps.metrics?.inFlight.set(this.running.size);
-      this.wake();
+      this.nudge();
     });
   }
 
   private async execute(run: Running): Promise<void> {
-    const { job, controller } = run;
+    const { job } = run;
     const log = this.deps.logger.child({ jobId: job.id, task: job.task, attempt: job.attempt });
     const startedAt = performance.now();
+    const startedAtDate = new Date();
     let outcome: { ok: true; result: unknown } | { ok: false; error: unknown };
     try {
       const handler = this.deps.tasks.get(job.task);
@@ -293,23 +388,27 @@ export class Worker {
       }
       const ctx: TaskContext = {
         job,
-        signal: controller.signal,
+        get signal() {
+          return signalOf(run);
+        },
         logger: log,
         progress: (value) => this.reportProgress(run, value),
         runOnThread: (module, payload, exportName = 'default') =>
-          this.deps.threads.run(module, payload, exportName, controller.signal),
+          this.deps.threads.run(module, payload, exportName, signalOf(run)),
       };
       outcome = { ok: true, result: await handler(job.payload, ctx) };
     } catch (error) {
-      outcome = { ok: false, error: controller.signal.aborted ? controller.signal.reason : error };
+      outcome = { ok: false, error: run.abortReason ?? error };
     }
-    this.deps.metrics?.duration.observe({ task: job.task }, (performance.now() - startedAt) / 1000);
+    const runMs = performance.now() - startedAt;
+    this.averageRunMs = this.averageRunMs === undefined ? runMs : this.averageRunMs * 0.9 + runMs * 0.1;
+    this.deps.metrics?.duration.observe({ task: job.task }, runMs / 1000);
     if (run.abandoned) return;
     await this.flushProgress(run);
     if (outcome.ok) {
       const serialised = serialiseResult(outcome.result, this.options.maxResultBytes ?? DEFAULT_MAX_RESULT_BYTES);
       if (typeof serialised === 'string') {
-        this.succeeded.push({ id: job.id, attempt: job.attempt, resultJson: serialised });
+        this.succeeded.push({ id: job.id, attempt: job.attempt, resultJson: serialised, startedAt: startedAtDate });
         this.deps.metrics?.jobs.inc({ task: job.task, outcome: 'succeeded' });
         return;
       }
@@ -404,6 +503,19 @@ export class Worker {
       await this.writeProgress(run);
     }
   }
+}
+
+function signalOf(run: Running): AbortSignal {
+  if (!run.controller) {
+    run.controller = new AbortController();
+    if (run.abortReason !== undefined) run.controller.abort(run.abortReason);
+  }
+  return run.controller.signal;
+}
+
+function abort(run: Running, reason: unknown): void {
+  run.abortReason = reason;
+  run.controller?.abort(reason);
 }
 
 /** The result as JSON, or the error that makes the run fail instead. */
