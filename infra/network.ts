@@ -110,7 +110,7 @@ export class Network extends pulumi.ComponentResource {
         service: 'servicenetworking.googleapis.com',
         reservedPeeringRanges: [privateServicesRange.name],
         // Cloud SQL keeps its side of the peering for days after the instance is deleted, so deleting the
-        // connection fails; abandoning it lets `pulumi destroy` go on (docs/deploy.md covers the peering).
+        // connection fails; abandoning it lets `pulumi destroy` go on (the README's Destroy section covers the peering).
         deletionPolicy: 'ABANDON',
       },
       child,
