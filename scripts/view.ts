@@ -1,20 +1,48 @@
 import type { Snapshot, WorkerRow } from '../worker/queries.ts';
 import { duration, fmt } from './format.ts';
 
-/** What observe prints and records per sample. */
+/** The managed instance group as the Compute API reports it, or why it could not be read. */
+export interface MigState {
+  name: string;
+  region: string;
+  /** Instances the group is asked to run (the autoscaler sets it). */
+  targetSize: number | null;
+  /** What the autoscaler would set now; null when it has no recommendation (or no autoscaler). */
+  recommendedSize: number | null;
+  /** Instances by their current action/status, e.g. { NONE: 3, CREATING: 1 }. */
+  instances: Record<string, number>;
+  /** The autoscaler's CPU target (0..1), when there is an autoscaler. */
+  cpuTarget: number | null;
+  /** Set when the group could not be read; the other fields are then empty. */
+  error?: string;
+}
+
+/** What observe prints and records per sample (one NDJSON line each with --record). */
 export interface Observation {
   at: string;
   counts: Snapshot['counts'];
   workers: number;
+  /** Per second over the last minute. */
   rates: { enqueuedPerSecond: number; finishedPerSecond: number };
+  /**
+   * Counters that only grow, for exact rates between two samples: jobs ever enqueued (the
+   * highest id) and jobs that have reached a final state.
+   */
+  totals: { enqueued: number; ended: number };
   oldestQueuedSeconds: number;
   latency: Snapshot['latency'];
   runTime: Snapshot['runTime'];
+  /** Workers' host CPU (0..1): their average, and the autoscaler's target when known. */
+  cpu: { average: number | null; target: number | null };
   workerList: { id: string; host: string; pid: number; cpu: number | null; jobsInFlight: number; concurrency: number }[];
+  /** The deployed group, when one is named. */
+  mig?: MigState;
 }
 
-/** Combine a snapshot and the live workers. Rates are per second over the last minute. */
-export function observation(s: Snapshot, workers: WorkerRow[]): Observation {
+/** Combine a snapshot, the live workers and (when deployed) the group into one sample. */
+export function observation(s: Snapshot, workers: WorkerRow[], mig?: MigState): Observation {
+  const cpus = workers.map((w) => w.cpu).filter((c): c is number => c !== null);
+  const c = s.counts;
   return {
     at: s.at.toISOString(),
     counts: s.counts,
@@ -23,9 +51,14 @@ export function observation(s: Snapshot, workers: WorkerRow[]): Observation {
       enqueuedPerSecond: Number((s.enqueuedLastMinute / 60).toFixed(2)),
       finishedPerSecond: Number((s.finishedLastMinute / 60).toFixed(2)),
     },
+    totals: { enqueued: Number(s.lastJobId), ended: c.succeeded + c.failed + c.expired + c.cancelled },
     oldestQueuedSeconds: Number(s.oldestQueuedSeconds.toFixed(3)),
     latency: s.latency,
     runTime: s.runTime,
+    cpu: {
+      average: cpus.length > 0 ? Number((cpus.reduce((a, b) => a + b, 0) / cpus.length).toFixed(3)) : null,
+      target: mig?.cpuTarget ?? null,
+    },
     workerList: workers.map((w) => ({
       id: w.id,
       host: w.host,
@@ -34,6 +67,7 @@ export function observation(s: Snapshot, workers: WorkerRow[]): Observation {
       jobsInFlight: w.jobsInFlight,
       concurrency: w.concurrency,
     })),
+    ...(mig ? { mig } : {}),
   };
 }
 
