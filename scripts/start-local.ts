@@ -108,7 +108,10 @@ async function main(): Promise<number> {
     }
     say(`${o.workers} worker processes x concurrency ${o.concurrency}; logs in ${path.relative(process.cwd(), logDir)}/`);
 
-    const baseline = (await snapshot(pool)).lastJobId;
+    const before = await snapshot(pool);
+    const baseline = before.lastJobId;
+    const leftover = before.counts.queued + before.counts.running;
+    if (leftover > 0) say(`note: ${fmt(leftover)} jobs of an earlier run are still queued in .pgdata; the workers take them first (the view counts this run's jobs only)`);
     const started = Date.now();
     const batch = 1000;
     for (let done = 0; done < o.jobs && !interrupted; done += batch) {
