@@ -383,6 +383,16 @@ describe('rescue', () => {
     expect(pass.requeued).toHaveLength(1);
   });
 
+  it('sweeps up running jobs whose worker row vanished without being declared dead', async () => {
+    const { id } = await enqueue(pool, { task: 'sleep', payload: { workMs: 60_000 } });
+    const w = await worker();
+    await w.worker.runOnce();
+    await pool.query('delete from pgq.workers where id = $1', [w.workerId]);
+    const pass = await rescuer({ pruneEveryMs: 0 }).runOnce();
+    expect(pass.deadWorkers).toEqual([]);
+    expect(pass.requeued).toEqual([id]);
+  });
+
   it('gives a worker that last beat before a server restart its lease to reconnect', async () => {
     const w = await worker();
     w.kill();

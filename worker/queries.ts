@@ -471,16 +471,21 @@ export interface RescueResult {
 }
 
 /**
- * Return the running jobs whose worker no longer exists. At-least-once jobs with attempts left
- * run again (the lost run counts as an attempt, so a job that kills its worker cannot loop
- * forever); the others end `failed`, never run twice.
+ * Return running jobs whose worker is gone: those of `deadWorkers`, or with `sweep`, every
+ * running job whose worker row no longer exists. At-least-once jobs with attempts left run again
+ * (the lost run counts as an attempt, so a job that kills its worker cannot loop forever); the
+ * others end `failed`, never run twice.
  */
-export async function rescueOrphans(db: Queryable): Promise<RescueResult> {
+export async function rescueOrphans(db: Queryable, deadWorkers: string[], sweep = false): Promise<RescueResult> {
+  if (deadWorkers.length === 0 && !sweep) return { requeued: [], failed: [] };
   const { rows } = await db.query<{ id: string; requeue: boolean; worker_id: string }>(
     `select j.id::text, j.worker_id::text, (j.delivery = 'at_least_once' and j.attempts < j.max_attempts) as requeue
        from pgq.jobs j
-      where j.state = 'running' and not exists (select 1 from pgq.workers w where w.id = j.worker_id)
+      where j.state = 'running'
+        and (j.worker_id = any($1::bigint[])
+             or ($2 and not exists (select 1 from pgq.workers w where w.id = j.worker_id)))
       for update of j skip locked`,
+    [deadWorkers, sweep],
   );
   const requeueIds = rows.filter((r) => r.requeue).map((r) => r.id);
   const fail = rows.filter((r) => !r.requeue);

@@ -11,7 +11,7 @@ export interface RescuerOptions {
   readonly intervalMs: number;
   /** Finished jobs older than this are deleted. */
   readonly retentionMs: number;
-  /** Time between pruning passes (pruning is the slow part). Default one minute. */
+  /** Time between the slow passes: pruning, and the sweep for orphans of any cause. Default one minute. */
   readonly pruneEveryMs?: number;
   /** Most rows one pass expires or prunes, so a pass stays a short transaction. Default 5000. */
   readonly batchLimit?: number;
@@ -60,11 +60,13 @@ export class Rescuer {
         return { skipped: true, deadWorkers: [], requeued: [], failed: [], expired: 0, pruned: 0 };
       }
       const deadWorkers = await q.deleteDeadWorkers(client, this.options.leaseMs);
-      const { requeued, failed } = await q.rescueOrphans(client);
+      // The slow sweeps (orphans of any cause, old history) run once a minute, not every pass.
+      const slow = Date.now() - this.lastPruneAt >= (this.options.pruneEveryMs ?? 60_000);
+      const { requeued, failed } = await q.rescueOrphans(client, deadWorkers, slow);
       const limit = this.options.batchLimit ?? 5_000;
       const expired = await q.expireJobs(client, limit);
       let pruned = 0;
-      if (Date.now() - this.lastPruneAt >= (this.options.pruneEveryMs ?? 60_000)) {
+      if (slow) {
         pruned = await q.pruneFinished(client, this.options.retentionMs, limit);
         this.lastPruneAt = Date.now();
       }
