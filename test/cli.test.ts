@@ -1,12 +1,14 @@
 import { spawn } from 'node:child_process';
+import fs from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import type pg from 'pg';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { freePort } from '../scripts/local-postgres.ts';
 import { parseAddJobs } from '../scripts/add-jobs.ts';
 import { enqueueMany } from '../worker/index.ts';
 import * as q from '../worker/queries.ts';
-import { manualWorker, openDatabase, root, drain } from './harness.ts';
+import { drain, killChildren, manualWorker, openDatabase, root, spawnWorker, waitFor } from './harness.ts';
 
 let url: string;
 let pool: pg.Pool;
@@ -17,6 +19,7 @@ beforeAll(async () => {
 beforeEach(async () => {
   await pool.query('truncate pgq.jobs, pgq.finished_jobs, pgq.job_keys, pgq.workers');
 });
+afterEach(killChildren);
 afterAll(async () => {
   await pool.end();
 });
@@ -82,6 +85,22 @@ describe('add-jobs', () => {
   it('parses --rate with --duration', () => {
     expect(parseAddJobs(['5', '0', '--rate', '100', '--duration', '5'])).toMatchObject({ rate: 100, durationSeconds: 5 });
   });
+
+  it('--rate 200 --duration 5 keeps a steady stream: every second within 10% of 200', async () => {
+    const r = await run('add-jobs.ts', ['0', '0', '--task', 'sleep', '--rate', '200', '--duration', '5', '--json']);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout).enqueued).toBe(1000);
+    const { rows } = await pool.query<{ second: number; n: number }>(
+      `select floor(extract(epoch from created_at - (select min(created_at) from pgq.jobs)))::int as second, count(*)::int as n
+         from pgq.jobs group by 1 order by 1`,
+    );
+    const full = rows.filter((row) => row.second < 5);
+    expect(full).toHaveLength(5);
+    for (const row of full) {
+      expect(row.n).toBeGreaterThanOrEqual(180);
+      expect(row.n).toBeLessThanOrEqual(220);
+    }
+  });
 });
 
 describe('observe', () => {
@@ -121,9 +140,77 @@ describe('observe', () => {
     }
   });
 
-  it('bad flags: usage and exit 2', async () => {
-    const r = await run('observe.ts', ['--interval', 'soon']);
+  it.each([
+    [['--interval', 'soon'], /^observe: --interval: expected a number/],
+    [['--mig', 'x'], /^observe: --mig and --region go together/],
+    [['--chart', 'x.html'], /^observe: --chart needs a series/],
+    [['--nope'], /^observe: Unknown option '--nope'/],
+  ])('bad flags %j: usage and exit 2', async (args, message) => {
+    const r = await run('observe.ts', args);
     expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/^observe: --interval: expected a number/);
+    expect(r.stderr).toMatch(message);
+    expect(r.stderr).toMatch(/usage: npm run observe/);
+  });
+
+  it('shows the instance group read through gcloud', async () => {
+    const fake = path.join(root, 'test/fixtures/gcloud');
+    const calls = path.join(os.tmpdir(), `gcloud-calls-${process.pid}`);
+    const args = ['--once', '--mig', 'pgq-worker-igm', '--region', 'us-central1', '--project', 'demo'];
+    const env = { DATABASE_URL: url, PATH: `${fake}:${process.env.PATH}`, GCLOUD_CALLS: calls };
+    const json = await run('observe.ts', [...args, '--json'], env);
+    expect(json.code).toBe(0);
+    expect(JSON.parse(json.stdout).mig).toEqual({
+      name: 'pgq-worker-igm',
+      region: 'us-central1',
+      targetSize: 4,
+      recommendedSize: 6,
+      cpuTarget: 0.6,
+      instances: { RUNNING: 3, CREATING: 1 },
+    });
+    expect(JSON.parse(json.stdout).cpu.target).toBe(0.6);
+    const text = await run('observe.ts', args, env);
+    expect(text.stdout).toMatch(/^instance group pgq-worker-igm \(us-central1\): target size 4  recommended 6  cpu target 60%$/m);
+    expect(text.stdout).toMatch(/^  instances: CREATING 1  RUNNING 3$/m);
+  });
+
+  it('without gcloud the group panel says why, and the rest still works', async () => {
+    const r = await run('observe.ts', ['--once', '--json', '--mig', 'pgq-worker-igm', '--region', 'us-central1'], {
+      DATABASE_URL: url,
+      PATH: path.dirname(process.execPath),
+    });
+    expect(r.code).toBe(0);
+    const o = JSON.parse(r.stdout);
+    expect(o.mig.error).toBe('gcloud not found on PATH (install the Google Cloud CLI)');
+    expect(o.counts).toEqual({ queued: 0, running: 0, succeeded: 0, failed: 0, expired: 0, cancelled: 0 });
+  });
+
+  it('records the series of a real run, then charts it', async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'pgq-observe-'));
+    const record = path.join(dir, 'run.ndjson');
+    const chart = path.join(dir, 'run.html');
+    await enqueueMany(pool, Array.from({ length: 300 }, () => ({ task: 'sleep', payload: { workMs: 20 } })));
+    const observe = spawn(process.execPath, ['--import', 'tsx', path.join(root, 'scripts/observe.ts'), '--interval', '0.2', '--record', record, '--chart', chart], {
+      cwd: root,
+      env: { PATH: process.env.PATH ?? '', DATABASE_URL: url },
+    });
+    const worker = spawnWorker({ DATABASE_URL: url, WORKER_CONCURRENCY: '4' });
+    const lines = async () => (await fs.readFile(record, 'utf8').catch(() => '')).split('\n').filter(Boolean).map((l) => JSON.parse(l));
+    await waitFor(async () => (await lines()).some((l) => l.counts.succeeded === 300), 'a recorded sample with every job done');
+    const exited = new Promise((resolve) => observe.on('exit', resolve));
+    observe.kill('SIGINT');
+    expect(await exited).toBe(0);
+    worker.child.kill('SIGTERM');
+    const samples = await lines();
+    expect(samples.length).toBeGreaterThanOrEqual(3);
+    for (let i = 1; i < samples.length; i++) {
+      expect(samples[i].totals.ended).toBeGreaterThanOrEqual(samples[i - 1].totals.ended);
+      expect(Date.parse(samples[i].at)).toBeGreaterThan(Date.parse(samples[i - 1].at));
+    }
+    expect(samples.some((l) => l.counts.running > 0 || l.counts.queued > 0)).toBe(true);
+    expect(samples.at(-1).workers).toBe(1);
+    expect(samples.at(-1).workerList[0].concurrency).toBe(4);
+    const html = await fs.readFile(chart, 'utf8');
+    expect(html).toContain('<html');
+    expect(html).toContain(`${samples.length}`);
   });
 });

@@ -1,7 +1,11 @@
+import { spawn } from 'node:child_process';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseWorkerConfig } from '../worker/config.ts';
 import { countByState, enqueue } from '../worker/index.ts';
-import { killChildren, openDatabase, spawnWorker } from './harness.ts';
+import { killChildren, openDatabase, root, spawnWorker } from './harness.ts';
 
 afterEach(killChildren);
 
@@ -52,6 +56,21 @@ describe('worker configuration', () => {
     ['JOB_RETENTION_HOURS', 'forever', /^JOB_RETENTION_HOURS: /],
   ])('%s=%s is rejected with a message naming it', (name, value, message) => {
     expect(() => parseWorkerConfig({ [name]: value })).toThrow(message);
+  });
+
+  it('reads a .env file in the working directory (variables already set win)', async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'pgq-env-'));
+    await fs.writeFile(path.join(dir, '.env'), 'WORKER_CONCURRENCY=from-the-file\nLOG_LEVEL=loud\n');
+    // tsx is resolved from the project, since the working directory is elsewhere.
+    const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), path.join(root, 'worker/main.ts')], {
+      cwd: dir,
+      env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'info' },
+    });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const code = await new Promise((resolve) => child.on('exit', resolve));
+    expect(code).toBe(1);
+    expect(stderr.trim()).toBe("worker: invalid configuration: WORKER_CONCURRENCY: expected a whole number from 1 to 1000, got 'from-the-file'");
   });
 
   it('the process exits 1 with one line naming the variable, and queued jobs stay queued', async () => {

@@ -1,7 +1,8 @@
+import fs from 'node:fs/promises';
 import type pg from 'pg';
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
 import { freePort } from '../scripts/local-postgres.ts';
-import { enqueue, getJob } from '../worker/index.ts';
+import { enqueue, enqueueMany, getJob } from '../worker/index.ts';
 import { killChildren, openDatabase, spawnWorker, waitFor, workerIdOf } from './harness.ts';
 
 let url: string;
@@ -64,4 +65,45 @@ it('/healthz stays 200 while the database is unreachable; /readyz says why it is
   expect(ready.status).toBe(503);
   expect(JSON.parse(ready.body).status).toBe('not ready');
   expect(worker.child.exitCode).toBeNull();
+});
+
+it('holds at most 3 connections whatever its concurrency', async () => {
+  const worker = spawnWorker({ DATABASE_URL: url, WORKER_CONCURRENCY: '64' });
+  const workerId = await workerIdOf(pool, worker.child.pid!);
+  await enqueueMany(pool, Array.from({ length: 200 }, () => ({ task: 'sleep', payload: { workMs: 300 } })));
+  let most = 0;
+  await waitFor(async () => {
+    const { rows } = await pool.query<{ n: number }>(
+      `select count(*)::int as n from pg_stat_activity where datname = current_database() and application_name like 'pgq-worker%'`,
+    );
+    most = Math.max(most, rows[0]!.n);
+    const { rows: done } = await pool.query<{ n: number }>(`select count(*)::int as n from pgq.finished_jobs`);
+    return done[0]!.n === 200;
+  }, 'the 200 jobs to finish');
+  expect(most).toBeGreaterThanOrEqual(2);
+  expect(most).toBeLessThanOrEqual(3);
+  const { rows } = await pool.query(`select count(distinct worker_id)::int as n from pgq.finished_jobs`);
+  expect(rows[0].n).toBe(1);
+  expect(workerId).toBeDefined();
+});
+
+it('runs burn jobs on threads: the event loop stays free while every slot burns', async () => {
+  const port = await freePort();
+  const worker = spawnWorker({ DATABASE_URL: url, HEALTH_PORT: String(port), WORKER_CONCURRENCY: '2', WORKER_CPU_THREADS: '2' });
+  await workerIdOf(pool, worker.child.pid!);
+  const threads = async () => Number(/^Threads:\s+(\d+)$/m.exec(await fs.readFile(`/proc/${worker.child.pid}/status`, 'utf8'))![1]);
+  const idleThreads = await threads();
+  const jobs = await enqueueMany(pool, [
+    { task: 'burn', payload: { workMs: 3_000 } },
+    { task: 'burn', payload: { workMs: 3_000 } },
+  ]);
+  await waitFor(async () => (await pool.query(`select count(*)::int as n from pgq.jobs where state = 'running'`)).rows[0].n === 2, 'both jobs to start');
+  // Two more threads (the pool's), and /healthz answers at once: the burning is not on the main thread.
+  expect(await waitFor(async () => ((await threads()) >= idleThreads + 2 ? true : undefined), 'the burn threads')).toBe(true);
+  const asked = performance.now();
+  expect((await get(port, '/healthz'))?.status).toBe(200);
+  const answeredMs = performance.now() - asked;
+  expect(answeredMs).toBeLessThan(1_000);
+  expect((await getJob(pool, jobs[0]!.id))?.state).toBe('running');
+  await waitFor(async () => (await getJob(pool, jobs[1]!.id))?.state === 'succeeded' && (await getJob(pool, jobs[0]!.id))?.state === 'succeeded', 'both burns to finish');
 });
