@@ -174,9 +174,10 @@ describe('observe', () => {
   });
 
   it('without gcloud the group panel says why, and the rest still works', async () => {
+    // An empty PATH: this machine may have a real gcloud.
     const r = await run('observe.ts', ['--once', '--json', '--mig', 'pgq-worker-igm', '--region', 'us-central1'], {
       DATABASE_URL: url,
-      PATH: path.dirname(process.execPath),
+      PATH: await fs.mkdtemp(path.join(os.tmpdir(), 'empty-path-')),
     });
     expect(r.code).toBe(0);
     const o = JSON.parse(r.stdout);
