@@ -9,8 +9,9 @@ function withDatabase(url: string, database: string): string {
   return u.toString();
 }
 
-async function admin<T>(adminUrl: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: adminUrl });
+/** Run `fn` on a client of its own, connected to `url`, closed afterwards. */
+export async function withClient<T>(url: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: url });
   await client.connect();
   try {
     return await fn(client);
@@ -22,14 +23,8 @@ async function admin<T>(adminUrl: string, fn: (client: pg.Client) => Promise<T>)
 /** Create the migrated database that every test file clones (global setup). */
 export async function prepareTemplate(adminUrl: string): Promise<string> {
   const name = `pgq_template_${randomBytes(4).toString('hex')}`;
-  await admin(adminUrl, (c) => c.query(`create database ${name}`));
-  const client = new pg.Client({ connectionString: withDatabase(adminUrl, name) });
-  await client.connect();
-  try {
-    await migrate(client);
-  } finally {
-    await client.end();
-  }
+  await withClient(adminUrl, (c) => c.query(`create database ${name}`));
+  await withClient(withDatabase(adminUrl, name), (c) => migrate(c));
   return name;
 }
 
@@ -38,6 +33,6 @@ export async function createTestDatabase(options: { empty?: boolean } = {}): Pro
   const adminUrl = inject('adminUrl');
   const name = `pgq_test_${randomBytes(6).toString('hex')}`;
   const template = options.empty ? 'template0' : inject('templateDatabase');
-  await admin(adminUrl, (c) => c.query(`create database ${name} template ${template}`));
+  await withClient(adminUrl, (c) => c.query(`create database ${name} template ${template}`));
   return withDatabase(adminUrl, name);
 }

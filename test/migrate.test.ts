@@ -4,6 +4,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadMigrations, migrate } from '../worker/migrate.ts';
+import { withClient as withUrlClient } from './database.ts';
 import { openDatabase } from './harness.ts';
 
 let url: string;
@@ -16,15 +17,7 @@ afterAll(async () => {
   await pool.end();
 });
 
-async function withClient<T>(fn: (c: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    return await fn(client);
-  } finally {
-    await client.end();
-  }
-}
+const withClient = <T>(fn: (c: pg.Client) => Promise<T>) => withUrlClient(url, fn);
 
 describe('migrations', () => {
   it('ten runners at once serialise on the lock; the schema ends up right, each migration applied once', async () => {

@@ -11,6 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
+import { withClient } from '../database.ts';
 import { afterAll, beforeAll, expect, inject, test } from 'vitest';
 import { freePort } from '../../scripts/local-postgres.ts';
 import { renderCloudInit, workerEnvironment, CONTAINER_NAME } from '../../infra/startup.ts';
@@ -31,15 +32,7 @@ let role: string;
 let database: string;
 let vm: Vm | undefined;
 
-async function admin<T>(url: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    return await fn(client);
-  } finally {
-    await client.end();
-  }
-}
+
 
 async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs: number): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -72,7 +65,7 @@ beforeAll(async () => {
   const suffix = randomBytes(4).toString('hex');
   role = `vm_${suffix}`;
   database = `pgq_vm_${suffix}`;
-  await admin(adminUrl, async (c) => {
+  await withClient(adminUrl, async (c) => {
     const literal = (await c.query<{ q: string }>('select quote_literal($1::text) as q', [PASSWORD])).rows[0]!.q;
     await c.query(`create role ${role} login password ${literal}`);
     await c.query(`create database ${database} owner ${role}`);
@@ -88,7 +81,7 @@ afterAll(async () => {
   vm?.dispose();
   if (app) fs.rmSync(app, { recursive: true, force: true });
   if (database) {
-    await admin(inject('adminUrl'), async (c) => {
+    await withClient(inject('adminUrl'), async (c) => {
       await c.query(`drop database if exists ${database} with (force)`);
       await c.query(`drop role if exists ${role}`);
     });
