@@ -74,17 +74,15 @@ it('holds at most 3 connections whatever its concurrency', async () => {
   let most = 0;
   await waitFor(async () => {
     const { rows } = await pool.query<{ n: number }>(
-      `select count(*)::int as n from pg_stat_activity where datname = current_database() and application_name like 'pgq-worker%'`,
+      `select count(*)::int as n from pg_stat_activity where datname = current_database() and application_name like $1`,
+      [`pgq-worker ${worker.child.pid}%`],
     );
     most = Math.max(most, rows[0]!.n);
-    const { rows: done } = await pool.query<{ n: number }>(`select count(*)::int as n from pgq.finished_jobs`);
+    const { rows: done } = await pool.query<{ n: number }>(`select count(*)::int as n from pgq.finished_jobs where worker_id = $1`, [workerId]);
     return done[0]!.n === 200;
-  }, 'the 200 jobs to finish');
+  }, 'the 200 jobs to finish', 90_000);
   expect(most).toBeGreaterThanOrEqual(2);
   expect(most).toBeLessThanOrEqual(3);
-  const { rows } = await pool.query(`select count(distinct worker_id)::int as n from pgq.finished_jobs`);
-  expect(rows[0].n).toBe(1);
-  expect(workerId).toBeDefined();
 });
 
 it('runs burn jobs on threads: the event loop stays free while every slot burns', async () => {

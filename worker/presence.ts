@@ -67,7 +67,7 @@ export class Presence {
   private async connect(): Promise<void> {
     if (this.closed) return;
     const log = this.options.logger;
-    const client = new pg.Client({ ...this.options.connection, keepAlive: true, application_name: 'pgq-worker-presence' });
+    const client = new pg.Client({ ...this.options.connection, keepAlive: true, application_name: `pgq-worker ${process.pid} presence` });
     this.client = client;
     client.on('error', (error) => this.lost(client, error));
     client.on('end', () => this.lost(client, new Error('connection ended')));

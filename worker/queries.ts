@@ -158,6 +158,16 @@ export interface Succeeded {
   resultJson: string;
 }
 
+/**
+ * The outcomes as one JSON object keyed by job id: {"id": [attempt, startedAtMs, result]}. The
+ * statement looks each deleted row up by key; a join against unnest() arrays instead was planned
+ * as a nested loop (batch x batch comparisons) whenever the table statistics were stale, which
+ * they are right after a burst fills an empty queue.
+ */
+function outcomesJson(succeeded: Succeeded[]): string {
+  return `{${succeeded.map((s) => `"${s.id}":[${s.attempt},${s.startedAt.getTime()},${s.resultJson}]`).join(',')}}`;
+}
+
 export interface SettleAndClaimResult {
   /** Ids that were recorded as finished; the others had been taken from this worker meanwhile. */
   settled: string[];
@@ -186,18 +196,19 @@ export async function settleAndClaim(
     name: queues ? 'pgq_settle_claim_queues' : 'pgq_settle_claim',
     text: `with done as (
         delete from pgq.jobs j
-         using unnest($2::bigint[], $3::int[], $4::jsonb[], $5::timestamptz[]) as d(id, attempt, result, started)
-         where j.id = any($2::bigint[]) and j.id = d.id and j.attempts = d.attempt and j.worker_id = $1 and j.state = 'running'
-        returning j.*, 'succeeded'::text as final_state, d.result as final_result, null::text as final_error,
-                  d.started as final_started),
+         where j.id = any($2::bigint[]) and j.worker_id = $1 and j.state = 'running'
+           and j.attempts = ($3::jsonb -> (j.id::text) ->> 0)::int
+        returning j.*, 'succeeded'::text as final_state, $3::jsonb -> (j.id::text) -> 2 as final_result,
+                  null::text as final_error,
+                  to_timestamp(($3::jsonb -> (j.id::text) ->> 1)::float8 / 1000) as final_started),
       moved as (${MOVE_TO_HISTORY}),
       candidates as (
         select id from pgq.jobs
          where state = 'queued' and run_after <= now() and (expires_at is null or expires_at > now())
-           ${queues ? 'and queue = any($7::text[])' : ''}
+           ${queues ? 'and queue = any($5::text[])' : ''}
            and exists (select 1 from pgq.workers where id = $1)
          order by priority desc, run_after, id
-         limit $6
+         limit $4
          for update skip locked),
       claimed as (
         update pgq.jobs j
@@ -212,9 +223,7 @@ export async function settleAndClaim(
     values: [
       workerId,
       succeeded.map((s) => s.id),
-      succeeded.map((s) => s.attempt),
-      succeeded.map((s) => s.resultJson),
-      succeeded.map((s) => s.startedAt),
+      outcomesJson(succeeded),
       limit,
       ...(queues ? [queues] : []),
     ],
@@ -536,6 +545,22 @@ export async function expireJobs(db: Queryable, limit: number): Promise<number> 
     [limit],
   );
   return rows.length;
+}
+
+/**
+ * ANALYZE the hot table when it changed a lot since its last statistics. It goes from empty to a
+ * large backlog in a second, long before autovacuum's next look (a minute by default); planning
+ * the claim and settle statements on statistics of an empty table sorts the whole backlog.
+ */
+export async function analyzeIfStale(db: Queryable): Promise<boolean> {
+  const { rows } = await db.query<{ stale: boolean }>(
+    `select s.n_mod_since_analyze > greatest(1000, 0.2 * greatest(c.reltuples, 0)) as stale
+       from pg_stat_user_tables s join pg_class c on c.oid = s.relid
+      where s.schemaname = 'pgq' and s.relname = 'jobs'`,
+  );
+  if (!rows[0]?.stale) return false;
+  await db.query('analyze pgq.jobs');
+  return true;
 }
 
 /** Delete finished jobs older than the retention, and idempotency keys whose job is gone. */

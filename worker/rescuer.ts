@@ -65,6 +65,7 @@ export class Rescuer {
       const { requeued, failed } = await q.rescueOrphans(client, deadWorkers, slow);
       const limit = this.options.batchLimit ?? 5_000;
       const expired = await q.expireJobs(client, limit);
+      await q.analyzeIfStale(client);
       let pruned = 0;
       if (slow) {
         pruned = await q.pruneFinished(client, this.options.retentionMs, limit);

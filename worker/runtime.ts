@@ -76,7 +76,8 @@ export async function startWorkerRuntime(
     max: config.poolSize,
     keepAlive: true,
     connectionTimeoutMillis: 10_000,
-    application_name: 'pgq-worker',
+    // The pid tells an operator (and the tests) in pg_stat_activity which worker holds a connection.
+    application_name: `pgq-worker ${process.pid}`,
   });
   // Without a listener, a server shutdown becomes an uncaught exception; the pool reconnects by itself.
   pool.on('error', (error) => logger.warn({ err: describeError(error) }, 'idle database connection lost'));
