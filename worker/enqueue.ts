@@ -106,7 +106,9 @@ async function insertRows(db: q.Queryable, rows: q.NewJobRow[]): Promise<Enqueue
 export async function enqueueMany(target: Target, specs: readonly JobSpec[]): Promise<EnqueueResult[]> {
   const rows = specs.map((s, i) => toRow(s, `jobs[${i}].`));
   if (rows.length === 0) return [];
-  if (!(target instanceof pg.Pool)) return insertRows(target, rows);
+  // One statement is atomic by itself: no BEGIN/COMMIT round trips for the common bulk case.
+  const oneStatement = rows.length <= MAX_ROWS_PER_STATEMENT && rows.every((r) => r.idempotencyKey === null);
+  if (!(target instanceof pg.Pool) || oneStatement) return insertRows(target, rows);
   const client = await target.connect();
   try {
     await client.query('begin');

@@ -115,8 +115,13 @@ const MOVE_TO_HISTORY = `
     from done
   returning id`;
 
+// Times as epoch milliseconds: a number is parsed far faster than a timestamp string, and a
+// claim returns hundreds of rows at a time.
 const CLAIMED_COLUMNS = `j.id::text, j.queue, j.task, j.payload, j.priority, j.attempts, j.max_attempts, j.delivery,
-                         j.created_at, j.run_after, j.started_at, j.expires_at`;
+                         (extract(epoch from j.created_at) * 1000)::float8 as created_ms,
+                         (extract(epoch from j.run_after) * 1000)::float8 as run_after_ms,
+                         (extract(epoch from j.started_at) * 1000)::float8 as started_ms,
+                         (extract(epoch from j.expires_at) * 1000)::float8 as expires_ms`;
 
 interface ClaimedRow {
   id: string;
@@ -127,10 +132,10 @@ interface ClaimedRow {
   attempts: number;
   max_attempts: number;
   delivery: Delivery;
-  created_at: Date;
-  run_after: Date;
-  started_at: Date;
-  expires_at: Date | null;
+  created_ms: number;
+  run_after_ms: number;
+  started_ms: number;
+  expires_ms: number | null;
 }
 
 const toClaimed = (r: ClaimedRow): ClaimedJob => ({
@@ -142,10 +147,10 @@ const toClaimed = (r: ClaimedRow): ClaimedJob => ({
   attempt: r.attempts,
   maxAttempts: r.max_attempts,
   delivery: r.delivery,
-  createdAt: r.created_at,
-  runAfter: r.run_after,
-  startedAt: r.started_at,
-  expiresAt: r.expires_at,
+  createdAt: new Date(r.created_ms),
+  runAfter: new Date(r.run_after_ms),
+  startedAt: new Date(r.started_ms),
+  expiresAt: r.expires_ms === null ? null : new Date(r.expires_ms),
 });
 
 /** A finished run to record: the job, which run it was, and its result. */
@@ -180,10 +185,17 @@ export interface SettleAndClaimResult {
  * FOR UPDATE SKIP LOCKED, so concurrent workers never wait on each other or take the same job.
  * A worker whose row is gone (declared dead) claims nothing until it registers again.
  *
- * Designs measured for the drain (see BENCHMARKS.md): claim and complete as separate statements
- * per batch cost two round trips per batch; folding the completions of the previous batch into
- * the next claim halves that, which is what lets a worker drain faster than a plain batched
- * claim + complete loop.
+ * Designs measured for the drain, 50,000 short jobs, one worker process x concurrency 16, this
+ * 2-core machine with fsync on (2026-11-26; BENCHMARKS.md has the full comparison):
+ * - settle folded into the next claim, claiming only free slots (16): ~3,500 jobs/s, one commit
+ *   per 16 jobs;
+ * - plus claiming short jobs ahead (prefetch up to 2,000): 8,600 jobs/s, held back because the
+ *   settled ids rode on every returned row (batch x batch array elements to parse, 353 ms per
+ *   round trip at 1,000); sent once: 24 ms per round trip, 20,700 no-op jobs/s;
+ * - outcomes joined from unnest() arrays: planned as a nested loop on stale statistics (50 ms per
+ *   500); looked up by key in one jsonb object instead: 8 ms, 22,600-25,500 no-op jobs/s.
+ * In the bench run of BENCHMARKS.md, graphile-worker drained 14,505 jobs/s and the batched SQL
+ * floor 58,391.
  */
 export async function settleAndClaim(
   db: Queryable,

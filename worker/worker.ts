@@ -377,7 +377,9 @@ export class Worker {
 
   private async execute(run: Running): Promise<void> {
     const { job } = run;
-    const log = this.deps.logger.child({ jobId: job.id, task: job.task, attempt: job.attempt });
+    // A child logger per job costs an allocation most jobs never use: made on first use.
+    let child: Logger | undefined;
+    const log = () => (child ??= this.deps.logger.child({ jobId: job.id, task: job.task, attempt: job.attempt }));
     const startedAt = performance.now();
     const startedAtDate = new Date();
     let outcome: { ok: true; result: unknown } | { ok: false; error: unknown };
@@ -391,7 +393,9 @@ export class Worker {
         get signal() {
           return signalOf(run);
         },
-        logger: log,
+        get logger() {
+          return log();
+        },
         progress: (value) => this.reportProgress(run, value),
         runOnThread: (module, payload, exportName = 'default') =>
           this.deps.threads.run(module, payload, exportName, signalOf(run)),
@@ -417,14 +421,14 @@ export class Worker {
     await this.persist(() => this.settleFailure(job, outcome.error, log));
   }
 
-  private async settleFailure(job: ClaimedJob, error: unknown, log: Logger): Promise<void> {
+  private async settleFailure(job: ClaimedJob, error: unknown, log: () => Logger): Promise<void> {
     const workerId = this.deps.presence.workerId!;
     const message = describeError(error).slice(0, 10_000);
     const permanent = error instanceof PermanentError;
     if (!permanent && job.delivery === 'at_least_once' && job.attempt < job.maxAttempts) {
       const delayMs = this.retryDelay(job.attempt);
       if (await q.retryJob(this.deps.pool, workerId, job.id, job.attempt, message, delayMs)) {
-        log.info({ err: message, retryInMs: delayMs }, 'job failed; will retry');
+        log().info({ err: message, retryInMs: delayMs }, 'job failed; will retry');
         this.deps.metrics?.jobs.inc({ task: job.task, outcome: 'retried' });
         return;
       }
@@ -432,7 +436,7 @@ export class Worker {
     const moved = await q.finishJobs(this.deps.pool, workerId, [{ id: job.id, attempt: job.attempt, state: 'failed', error: message }]);
     const outcome = error instanceof CancelledError ? 'cancelled' : 'failed';
     if (moved.length > 0) {
-      log.warn({ err: message }, outcome === 'cancelled' ? 'job cancelled' : 'job failed for good');
+      log().warn({ err: message }, outcome === 'cancelled' ? 'job cancelled' : 'job failed for good');
       this.deps.metrics?.jobs.inc({ task: job.task, outcome });
     }
   }
