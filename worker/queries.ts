@@ -633,7 +633,7 @@ export interface WorkerRow {
   heartbeatAt: Date;
 }
 
-/** Workers with a recent heartbeat. */
+/** Registered workers (the rescuer removes dead ones within a pass). */
 export async function listWorkers(db: Queryable): Promise<WorkerRow[]> {
   const { rows } = await db.query<{
     id: string; host: string; pid: number; concurrency: number; jobs_in_flight: number; cpu: number | null;
