@@ -9,8 +9,8 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import pg from 'pg';
+import { numberArg, parseFlags, UsageError } from '../scripts/cli.ts';
 import { startLocalPostgres, type LocalPostgres } from '../scripts/local-postgres.ts';
 import { measureFloor } from './floor.ts';
 import { buildWorkers } from './lib/build.ts';
@@ -48,40 +48,25 @@ interface Options {
   filtered: boolean;
 }
 
-class UsageError extends Error {}
-
 function parseOptions(argv: string[]): Options {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      strict: true,
-      options: {
-        quick: { type: 'boolean' },
-        reps: { type: 'string' },
-        only: { type: 'string' },
-        systems: { type: 'string' },
-        'crash-cap': { type: 'string' },
-        markdown: { type: 'boolean' },
-        'no-markdown': { type: 'boolean' },
-        help: { type: 'boolean' },
-      },
-    });
-  } catch (error) {
-    throw new UsageError((error as Error).message.split('\n')[0]);
-  }
-  const v = parsed.values;
+  const { values: v, positionals } = parseFlags(argv, {
+    quick: { type: 'boolean' },
+    reps: { type: 'string' },
+    only: { type: 'string' },
+    systems: { type: 'string' },
+    'crash-cap': { type: 'string' },
+    markdown: { type: 'boolean' },
+    'no-markdown': { type: 'boolean' },
+    help: { type: 'boolean' },
+  });
+  if (positionals.length > 0) throw new UsageError(`unexpected argument '${positionals[0]}'`);
   if (v.help) {
     process.stdout.write(`${USAGE}\n`);
     process.exit(0);
   }
   const quick = v.quick ?? false;
-  const positive = (raw: string | undefined, name: string, fallback: number) => {
-    if (raw === undefined) return fallback;
-    const n = Number(raw);
-    if (!Number.isInteger(n) || n < 1) throw new UsageError(`${name}: expected a whole number of at least 1, got '${raw}'`);
-    return n;
-  };
+  const positive = (raw: string | undefined, name: string, fallback: number) =>
+    numberArg(raw, name, { integer: true, min: 1 }) ?? fallback;
   const list = (raw: string | undefined) => (raw ?? '').split(',').map((s) => s.trim()).filter((s) => s !== '');
   let scenarios: Scenario[] = [...SCENARIOS];
   if (v.only !== undefined) {

@@ -1,7 +1,6 @@
-import fs from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import pg from 'pg';
-import { parseConnection } from '../worker/config.ts';
+import { loadDotEnv, parseConnection } from '../worker/config.ts';
 import { describeError, InvalidInputError, isTransient } from '../worker/errors.ts';
 
 /** A mistake in how the command was called: usage is printed and the exit code is 2. */
@@ -30,7 +29,7 @@ export function numberArg(value: string | undefined, name: string, opts: { min?:
 
 /** A pool on the database named by DATABASE_URL or the libpq variables (and .env). */
 export function connect(max = 4): pg.Pool {
-  if (fs.existsSync('.env')) process.loadEnvFile('.env');
+  loadDotEnv();
   const pool = new pg.Pool({ ...parseConnection(process.env), max, connectionTimeoutMillis: 10_000 });
   pool.on('error', () => {});
   return pool;

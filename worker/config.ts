@@ -42,6 +42,14 @@ export interface WorkerConfig {
 
 type Env = Record<string, string | undefined>;
 
+/**
+ * Load `.env` from the working directory into process.env, as the original demo did for local
+ * runs. Variables already set win, as with every .env loader.
+ */
+export function loadDotEnv(): void {
+  if (fs.existsSync('.env')) process.loadEnvFile('.env');
+}
+
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
 const SSL_MODES = ['disable', 'require', 'no-verify', 'verify-ca', 'verify-full'];
 

@@ -3,8 +3,7 @@
  * from the environment (and a .env file in the working directory, for local runs), serves
  * /healthz, /readyz and /metrics, runs jobs until SIGTERM or SIGINT, then drains and exits 0.
  */
-import fs from 'node:fs';
-import { parseWorkerConfig, type WorkerConfig } from './config.ts';
+import { loadDotEnv, parseWorkerConfig, type WorkerConfig } from './config.ts';
 import { describeError, InvalidInputError } from './errors.ts';
 import { createLogger } from './logger.ts';
 import { startWorkerRuntime } from './runtime.ts';
@@ -16,8 +15,7 @@ function drainBudget(graceMs: number): number {
 }
 
 async function main(): Promise<void> {
-  // Variables already set win over the file, as with every .env loader.
-  if (fs.existsSync('.env')) process.loadEnvFile('.env');
+  loadDotEnv();
   let config: WorkerConfig;
   let tasks;
   try {

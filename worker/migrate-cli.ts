@@ -1,11 +1,10 @@
 /** `npm run migrate`: apply pending migrations to the database in the environment. */
-import fs from 'node:fs';
 import pg from 'pg';
-import { parseConnection } from './config.ts';
+import { loadDotEnv, parseConnection } from './config.ts';
 import { describeError, InvalidInputError } from './errors.ts';
 import { migrate } from './migrate.ts';
 
-if (fs.existsSync('.env')) process.loadEnvFile('.env');
+loadDotEnv();
 try {
   const client = new pg.Client(parseConnection(process.env));
   await client.connect();

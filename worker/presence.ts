@@ -156,11 +156,6 @@ export class Presence {
     this.backoffMs = Math.min(5_000, this.backoffMs * 2);
   }
 
-  /** Send one heartbeat now (tests; shutdown). */
-  async heartbeatNow(): Promise<void> {
-    if (this.client) await this.beat(this.client);
-  }
-
   /** Deregister and disconnect. The lock goes with the connection. */
   async close(): Promise<void> {
     this.closed = true;

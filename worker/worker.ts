@@ -103,8 +103,6 @@ export class Worker {
   private wakeResolve: (() => void) | undefined;
   private loop: Promise<void> | undefined;
   private finishedDuringStop = 0;
-  /** Time of the last loop iteration, for /healthz. */
-  lastIterationAt = Date.now();
 
   constructor(
     private readonly deps: WorkerDeps,
@@ -125,11 +123,6 @@ export class Worker {
     const avg = this.averageRunMs;
     if (avg === undefined || avg >= horizon) return 0;
     return Math.min(this.options.maxPrefetch ?? 2000, Math.floor((this.options.concurrency * horizon) / Math.max(avg, 0.01)));
-  }
-
-  /** Whether the loop is running (not stopped). */
-  get active(): boolean {
-    return this.loop !== undefined && !this.stopping;
   }
 
   /** A notification or event that may mean work: cut the current wait short. */
@@ -286,7 +279,6 @@ export class Worker {
     // Whether the queue may hold jobs for us: after a full claim, a notification or a poll.
     let more = true;
     while (!this.stopping) {
-      this.lastIterationAt = Date.now();
       if (!this.deps.presence.ready && this.succeeded.length === 0) {
         await Promise.race([this.deps.presence.whenReady(), this.waitForWake(this.options.pollMs)]);
         more = true;
