@@ -6,7 +6,7 @@
  */
 import fs from 'node:fs';
 import { pathToFileURL } from 'node:url';
-import { listWorkers, snapshot } from '../worker/queries.ts';
+import { listWorkers, snapshot } from '../worker/admin.ts';
 import { readRecording, renderChart } from './chart.ts';
 import { connect, numberArg, parseFlags, runCli, UsageError } from './cli.ts';
 import { migFromStack, migLines, readMig, type MigTarget } from './mig.ts';

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { enqueueMany, migrate } from '../worker/index.ts';
-import { latencySince, listWorkers, snapshot } from '../worker/queries.ts';
+import { latencySince, listWorkers, snapshot } from '../worker/admin.ts';
 import { numberArg, parseFlags, runCli, UsageError } from './cli.ts';
 import { duration, fmt, progressLine } from './format.ts';
 import { freePort, startLocalPostgres, type LocalPostgres } from './local-postgres.ts';

@@ -1,4 +1,4 @@
-import type { Snapshot, WorkerRow } from '../worker/queries.ts';
+import type { Snapshot, WorkerRow } from '../worker/admin.ts';
 import { duration, fmt } from './format.ts';
 
 /** The managed instance group as the Compute API reports it, or why it could not be read. */

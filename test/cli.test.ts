@@ -6,8 +6,8 @@ import type pg from 'pg';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { freePort } from '../scripts/local-postgres.ts';
 import { parseAddJobs } from '../scripts/add-jobs.ts';
-import { enqueueMany } from '../worker/index.ts';
-import * as q from '../worker/queries.ts';
+import * as q from '../worker/sql/maintenance.ts';
+import { cancelJob, enqueueMany } from '../worker/index.ts';
 import { drain, killChildren, manualWorker, openDatabase, root, spawnWorker, waitFor } from './harness.ts';
 
 let url: string;
@@ -125,7 +125,7 @@ describe('observe', () => {
       ]);
       await w.worker.runOnce();
       const cancelled = await enqueueMany(pool, [{ task: 'sleep' }, { task: 'sleep', expiresAt: new Date(Date.now() + 60_000) }]);
-      await q.cancelJob(pool, cancelled[0]!.id);
+      await cancelJob(pool, cancelled[0]!.id);
       await pool.query(`update pgq.jobs set expires_at = now() - interval '1 second' where id = $1`, [cancelled[1]!.id]);
       await q.expireJobs(pool, 10);
       const r = await run('observe.ts', ['--once', '--json']);

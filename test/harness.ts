@@ -4,12 +4,14 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { silentLogger } from '../worker/logger.ts';
-import * as q from '../worker/queries.ts';
+import { poolDatabase } from '../worker/loop/database.ts';
+import type { WorkerOptions } from '../worker/loop/types.ts';
+import { Worker } from '../worker/loop/worker.ts';
+import * as q from '../worker/sql/workers.ts';
 import { builtinTasks } from '../worker/tasks/builtin.ts';
 import { workerLockKey } from '../worker/locks.ts';
 import type { TaskHandler } from '../worker/tasks/types.ts';
 import { ThreadPool } from '../worker/thread-pool.ts';
-import { Worker, type WorkerOptions } from '../worker/worker.ts';
 import { createTestDatabase } from './database.ts';
 
 export const root = fileURLToPath(new URL('..', import.meta.url));
@@ -53,7 +55,7 @@ export async function manualWorker(
   const threads = new ThreadPool(2);
   const worker = new Worker(
     {
-      pool,
+      db: poolDatabase(pool),
       presence: { workerId, ready: true, whenReady: () => Promise.resolve() },
       tasks,
       threads,

@@ -1,8 +1,9 @@
 import type pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { cancelJob, countByState, enqueue, enqueueMany, getJob, InvalidInputError, PermanentError } from '../worker/index.ts';
-import * as q from '../worker/queries.ts';
-import { Rescuer } from '../worker/rescuer.ts';
+import * as maintenanceSql from '../worker/sql/maintenance.ts';
+import * as workersSql from '../worker/sql/workers.ts';
+import { Maintenance } from '../worker/maintenance.ts';
 import { silentLogger } from '../worker/logger.ts';
 import { drain, manualWorker, openDatabase, waitFor } from './harness.ts';
 
@@ -26,8 +27,8 @@ async function worker(options: Parameters<typeof manualWorker>[1] = {}) {
   return w;
 }
 
-const rescuer = (options: Partial<ConstructorParameters<typeof Rescuer>[1]> = {}) =>
-  new Rescuer({ pool, logger: silentLogger }, { leaseMs: 15_000, intervalMs: 1_000, retentionMs: 3_600_000, ...options });
+const rescuer = (options: Partial<ConstructorParameters<typeof Maintenance>[1]> = {}) =>
+  new Maintenance({ pool, logger: silentLogger }, { leaseMs: 15_000, intervalMs: 1_000, retentionMs: 3_600_000, ...options });
 
 describe('enqueue', () => {
   it('stores every option as given', async () => {
@@ -315,7 +316,7 @@ describe('cancel, expiry and retention', () => {
     await w.runOnce();
     expect(await cancelJob(pool, running.id)).toBe('running');
     // The worker learns of it with its heartbeat.
-    const toCancel = await q.heartbeat(pool, workerId, w.inFlight, null);
+    const toCancel = await workersSql.heartbeat(pool, workerId, w.inFlight, null);
     expect(toCancel).toEqual([running.id]);
     w.cancel(toCancel!);
     await waitFor(() => w.inFlight === 0, 'the cancelled job to stop');
@@ -340,7 +341,7 @@ describe('cancel, expiry and retention', () => {
     await drain(w);
     await pool.query(`update pgq.finished_jobs set finished_at = now() - interval '2 hours' where id = $1`, [old.id]);
     await pool.query(`update pgq.job_keys set created_at = now() - interval '2 hours'`);
-    const pass = await rescuer({ retentionMs: 3_600_000, pruneEveryMs: 0 }).runOnce();
+    const pass = await rescuer({ retentionMs: 3_600_000, sweepAndPruneEveryMs: 0 }).runOnce();
     expect(pass.pruned).toBe(1);
     expect(await getJob(pool, old.id)).toBeNull();
     expect((await getJob(pool, recent.id))!.state).toBe('succeeded');
@@ -388,7 +389,7 @@ describe('rescue', () => {
     const w = await worker();
     await w.worker.runOnce();
     await pool.query('delete from pgq.workers where id = $1', [w.workerId]);
-    const pass = await rescuer({ pruneEveryMs: 0 }).runOnce();
+    const pass = await rescuer({ sweepAndPruneEveryMs: 0 }).runOnce();
     expect(pass.deadWorkers).toEqual([]);
     expect(pass.requeued).toEqual([id]);
   });
@@ -404,7 +405,7 @@ describe('rescue', () => {
     const holder = await pool.connect();
     try {
       await holder.query('begin');
-      expect(await q.tryMaintenanceLock(holder)).toBe(true);
+      expect(await maintenanceSql.tryMaintenanceLock(holder)).toBe(true);
       expect((await rescuer().runOnce()).skipped).toBe(true);
       await holder.query('commit');
       expect((await rescuer().runOnce()).skipped).toBe(false);

@@ -1,9 +1,12 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import type pg from 'pg';
+import { parseConnection } from './connection.ts';
 import { InvalidInputError } from './errors.ts';
 
-/** Everything the worker process reads from its environment, parsed and checked once. */
+export { parseConnection } from './connection.ts';
+
+/** Everything a worker runs with, resolved and checked once (from the env or from runWorker()). */
 export interface WorkerConfig {
   /** Connection settings for node-postgres (libpq variables or DATABASE_URL). */
   readonly connection: pg.ClientConfig;
@@ -40,7 +43,44 @@ export interface WorkerConfig {
   readonly cpuThreads: number;
 }
 
+/** The settings besides the connection, as a caller may give them (any may be left out). */
+export type WorkerSettings = Partial<Omit<WorkerConfig, 'connection'>>;
+
 type Env = Record<string, string | undefined>;
+type NumberField = 'concurrency' | 'batchSize' | 'healthPort' | 'shutdownGraceMs' | 'poolSize' | 'leaseMs' | 'pollMs'
+  | 'rescueIntervalMs' | 'retentionMs' | 'retryBaseMs' | 'retryMaxMs' | 'cpuThreads';
+
+const HOUR_MS = 3_600_000;
+
+/**
+ * Every number setting: its environment variable, range and default, in one place. The env
+ * parser and runWorker() both resolve through this table, so they cannot drift apart.
+ */
+const NUMBERS: Record<NumberField, { env: string; min: number; max: number; fallback: () => number; integer?: false; envScale?: number }> = {
+  concurrency: { env: 'WORKER_CONCURRENCY', min: 1, max: 1000, fallback: () => os.availableParallelism() },
+  batchSize: { env: 'WORKER_BATCH_SIZE', min: 1, max: 5000, fallback: () => 1000 },
+  healthPort: { env: 'HEALTH_PORT', min: 0, max: 65535, fallback: () => 8080 },
+  shutdownGraceMs: { env: 'SHUTDOWN_GRACE_MS', min: 0, max: HOUR_MS, fallback: () => 25_000 },
+  poolSize: { env: 'DB_POOL_SIZE', min: 1, max: 100, fallback: () => 2 },
+  leaseMs: { env: 'WORKER_LEASE_MS', min: 1_000, max: HOUR_MS, fallback: () => 15_000 },
+  pollMs: { env: 'WORKER_POLL_MS', min: 10, max: 600_000, fallback: () => 1_000 },
+  rescueIntervalMs: { env: 'WORKER_RESCUE_INTERVAL_MS', min: 100, max: 600_000, fallback: () => 1_000 },
+  // The env gives hours (fractions allowed); ten years at most, so a timestamp cannot overflow.
+  retentionMs: { env: 'JOB_RETENTION_HOURS', min: 0, max: 87_600 * HOUR_MS, fallback: () => 168 * HOUR_MS, integer: false, envScale: HOUR_MS },
+  retryBaseMs: { env: 'RETRY_BASE_MS', min: 0, max: 86_400_000, fallback: () => 1_000 },
+  retryMaxMs: { env: 'RETRY_MAX_MS', min: 0, max: 604_800_000, fallback: () => HOUR_MS },
+  cpuThreads: { env: 'WORKER_CPU_THREADS', min: 1, max: 256, fallback: () => os.availableParallelism() },
+};
+
+const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
+
+/** How a setting is named in errors: its env variable, or its runWorker() option. */
+type Naming = (field: keyof WorkerConfig) => string;
+const envName: Naming = (field) =>
+  field in NUMBERS
+    ? NUMBERS[field as NumberField].env
+    : ({ queues: 'WORKER_QUEUES', migrate: 'MIGRATE', logLevel: 'LOG_LEVEL', taskModules: 'WORKER_TASKS', connection: 'DATABASE_URL' } as Record<string, string>)[field]!;
+const optionName: Naming = (field) => field;
 
 /**
  * Load `.env` from the working directory into process.env, as the original demo did for local
@@ -50,130 +90,85 @@ export function loadDotEnv(): void {
   if (fs.existsSync('.env')) process.loadEnvFile('.env');
 }
 
-const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
-const SSL_MODES = ['disable', 'require', 'no-verify', 'verify-ca', 'verify-full'];
-
-function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
-  const raw = env[name];
-  if (raw === undefined || raw.trim() === '') return fallback;
-  const value = Number(raw.trim());
-  if (!Number.isInteger(value) || value < min || value > max) {
-    throw new InvalidInputError(name, `expected a whole number from ${min} to ${max}, got '${raw}'`);
+/**
+ * Apply the defaults and check every setting and their contradictions. Errors are
+ * InvalidInputErrors naming the setting as the caller wrote it (`naming`).
+ */
+export function resolveWorkerConfig(connection: pg.ClientConfig, settings: WorkerSettings, naming: Naming = optionName): WorkerConfig {
+  const numbers = {} as Record<NumberField, number>;
+  for (const [field, spec] of Object.entries(NUMBERS) as [NumberField, (typeof NUMBERS)[NumberField]][]) {
+    const value = settings[field] ?? spec.fallback();
+    const scale = naming === envName ? (spec.envScale ?? 1) : 1;
+    const whole = spec.integer !== false;
+    if (typeof value !== 'number' || !Number.isFinite(value) || (whole && !Number.isInteger(value)) || value < spec.min || value > spec.max) {
+      const unit = scale === HOUR_MS ? ' hours' : '';
+      throw new InvalidInputError(
+        naming(field),
+        `expected ${whole ? 'a whole number' : 'a number'} from ${spec.min / scale} to ${spec.max / scale}${unit}, got ${naming === envName ? `'${value / scale}'` : JSON.stringify(value)}`,
+      );
+    }
+    numbers[field] = value;
   }
-  return value;
+  if (numbers.rescueIntervalMs >= numbers.leaseMs) {
+    throw new InvalidInputError(naming('rescueIntervalMs'), `must be shorter than ${naming('leaseMs')} (${numbers.leaseMs})`);
+  }
+  if (numbers.retryMaxMs < numbers.retryBaseMs) {
+    throw new InvalidInputError(naming('retryMaxMs'), `must not be less than ${naming('retryBaseMs')} (${numbers.retryBaseMs})`);
+  }
+  const queues = settings.queues ?? null;
+  if (queues !== null && (!Array.isArray(queues) || queues.length === 0 || queues.some((q) => typeof q !== 'string' || q.trim() === ''))) {
+    throw new InvalidInputError(naming('queues'), `expected a list of queue names, got ${JSON.stringify(queues)}`);
+  }
+  const logLevel = (settings.logLevel ?? 'info').toLowerCase();
+  if (!LOG_LEVELS.includes(logLevel)) {
+    throw new InvalidInputError(naming('logLevel'), `expected one of ${LOG_LEVELS.join(', ')}, got '${settings.logLevel}'`);
+  }
+  const migrate = settings.migrate ?? true;
+  if (typeof migrate !== 'boolean') throw new InvalidInputError(naming('migrate'), `expected true or false, got ${JSON.stringify(migrate)}`);
+  return { connection, ...numbers, queues, logLevel, migrate, taskModules: settings.taskModules ?? [] };
 }
 
-function boolean(env: Env, name: string, fallback: boolean): boolean {
+/** A number from the environment, before range checks; an unparseable one names its variable. */
+function envNumber(env: Env, field: NumberField): number | undefined {
+  const spec = NUMBERS[field];
+  const raw = env[spec.env];
+  if (raw === undefined || raw.trim() === '') return undefined;
+  const value = Number(raw.trim());
+  const whole = spec.integer !== false;
+  if (!Number.isFinite(value) || (whole && !Number.isInteger(value))) {
+    const unit = spec.envScale === HOUR_MS ? ' hours' : '';
+    const scale = spec.envScale ?? 1;
+    throw new InvalidInputError(spec.env, `expected ${whole ? 'a whole number' : 'a number'} from ${spec.min / scale} to ${spec.max / scale}${unit}, got '${raw}'`);
+  }
+  return value * (spec.envScale ?? 1);
+}
+
+function envBoolean(env: Env, name: string): boolean | undefined {
   const raw = env[name]?.trim().toLowerCase();
-  if (raw === undefined || raw === '') return fallback;
+  if (raw === undefined || raw === '') return undefined;
   if (['true', '1', 'yes', 'on'].includes(raw)) return true;
   if (['false', '0', 'no', 'off'].includes(raw)) return false;
   throw new InvalidInputError(name, `expected true or false, got '${env[name]}'`);
 }
 
-/**
- * TLS as libpq means it: `require` encrypts without checking the certificate (what Cloud SQL's
- * server certificates need without their CA at hand), `verify-ca`/`verify-full` check it against
- * PGSSLROOTCERT. node-postgres alone would verify on `require` and fail against Cloud SQL.
- */
-function sslFor(mode: string, source: string, env: Env): pg.ClientConfig['ssl'] {
-  if (!SSL_MODES.includes(mode)) {
-    throw new InvalidInputError(source, `expected one of ${SSL_MODES.join(', ')}, got '${mode}'`);
-  }
-  if (mode === 'disable') return false;
-  if (mode === 'require' || mode === 'no-verify') return { rejectUnauthorized: false };
-  const rootCert = env.PGSSLROOTCERT;
-  if (!rootCert) throw new InvalidInputError('PGSSLROOTCERT', `required with ${source}=${mode}: the CA certificate file`);
-  let ca: string;
-  try {
-    ca = fs.readFileSync(rootCert, 'utf8');
-  } catch (error) {
-    throw new InvalidInputError('PGSSLROOTCERT', `cannot read '${rootCert}': ${(error as Error).message}`);
-  }
-  return mode === 'verify-ca' ? { ca, checkServerIdentity: () => undefined } : { ca };
-}
-
-/** Connection settings from DATABASE_URL, or else from the libpq variables. */
-export function parseConnection(env: Env): pg.ClientConfig {
-  const url = env.DATABASE_URL?.trim();
-  if (url) {
-    let parsed: URL;
-    try {
-      parsed = new URL(url);
-    } catch {
-      throw new InvalidInputError('DATABASE_URL', 'not a URL (expected postgres://user:password@host:port/database)');
-    }
-    if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
-      throw new InvalidInputError('DATABASE_URL', `expected the postgres:// scheme, got '${parsed.protocol}//'`);
-    }
-    const sslmode = parsed.searchParams.get('sslmode');
-    parsed.searchParams.delete('sslmode');
-    const config: pg.ClientConfig = { connectionString: parsed.toString() };
-    const mode = sslmode ?? env.PGSSLMODE;
-    if (mode) config.ssl = sslFor(mode, sslmode ? 'DATABASE_URL sslmode' : 'PGSSLMODE', env);
-    return config;
-  }
-  const config: pg.ClientConfig = {};
-  if (env.PGHOST !== undefined) config.host = env.PGHOST;
-  if (env.PGPORT !== undefined) config.port = integer(env, 'PGPORT', 5432, 1, 65535);
-  if (env.PGDATABASE !== undefined) config.database = env.PGDATABASE;
-  if (env.PGUSER !== undefined) config.user = env.PGUSER;
-  if (env.PGPASSWORD !== undefined) config.password = env.PGPASSWORD;
-  config.ssl = env.PGSSLMODE ? sslFor(env.PGSSLMODE, 'PGSSLMODE', env) : false;
-  return config;
-}
-
 /** Parse the worker's environment. Throws InvalidInputError naming the first bad variable. */
 export function parseWorkerConfig(env: Env = process.env): WorkerConfig {
   const connection = parseConnection(env);
-  const cpus = os.availableParallelism();
-  const concurrency = integer(env, 'WORKER_CONCURRENCY', cpus, 1, 1000);
-  let queues: string[] | null = null;
+  const settings: { -readonly [K in keyof WorkerSettings]: WorkerSettings[K] } = {};
+  for (const field of Object.keys(NUMBERS) as NumberField[]) settings[field] = envNumber(env, field);
   const rawQueues = env.WORKER_QUEUES?.trim();
   if (rawQueues) {
-    queues = rawQueues.split(',').map((q) => q.trim());
+    const queues = rawQueues.split(',').map((q) => q.trim());
     if (queues.some((q) => q === '')) {
       throw new InvalidInputError('WORKER_QUEUES', `expected a comma-separated list of queue names, got '${env.WORKER_QUEUES}'`);
     }
+    settings.queues = queues;
   }
-  const logLevel = (env.LOG_LEVEL?.trim() || 'info').toLowerCase();
-  if (!LOG_LEVELS.includes(logLevel)) {
-    throw new InvalidInputError('LOG_LEVEL', `expected one of ${LOG_LEVELS.join(', ')}, got '${env.LOG_LEVEL}'`);
-  }
-  const leaseMs = integer(env, 'WORKER_LEASE_MS', 15_000, 1_000, 3_600_000);
-  const pollMs = integer(env, 'WORKER_POLL_MS', 1_000, 10, 600_000);
-  const rescueIntervalMs = integer(env, 'WORKER_RESCUE_INTERVAL_MS', 1_000, 100, 600_000);
-  if (rescueIntervalMs >= leaseMs) {
-    throw new InvalidInputError('WORKER_RESCUE_INTERVAL_MS', `must be shorter than WORKER_LEASE_MS (${leaseMs})`);
-  }
-  const retryBaseMs = integer(env, 'RETRY_BASE_MS', 1_000, 0, 86_400_000);
-  const retryMaxMs = integer(env, 'RETRY_MAX_MS', 3_600_000, 0, 604_800_000);
-  if (retryMaxMs < retryBaseMs) throw new InvalidInputError('RETRY_MAX_MS', `must not be less than RETRY_BASE_MS (${retryBaseMs})`);
-  const retentionHours = Number(env.JOB_RETENTION_HOURS?.trim() || '168');
-  if (!Number.isFinite(retentionHours) || retentionHours < 0) {
-    throw new InvalidInputError('JOB_RETENTION_HOURS', `expected a number of hours (0 or more), got '${env.JOB_RETENTION_HOURS}'`);
-  }
-  const taskModules = (env.WORKER_TASKS ?? '')
+  if (env.LOG_LEVEL?.trim()) settings.logLevel = env.LOG_LEVEL.trim();
+  settings.migrate = envBoolean(env, 'MIGRATE');
+  settings.taskModules = (env.WORKER_TASKS ?? '')
     .split(',')
     .map((m) => m.trim())
     .filter((m) => m !== '');
-  return {
-    connection,
-    concurrency,
-    queues,
-    batchSize: integer(env, 'WORKER_BATCH_SIZE', 1000, 1, 5000),
-    healthPort: integer(env, 'HEALTH_PORT', 8080, 0, 65535),
-    shutdownGraceMs: integer(env, 'SHUTDOWN_GRACE_MS', 25_000, 0, 3_600_000),
-    migrate: boolean(env, 'MIGRATE', true),
-    logLevel,
-    poolSize: integer(env, 'DB_POOL_SIZE', 2, 1, 100),
-    leaseMs,
-    pollMs,
-    rescueIntervalMs,
-    retentionMs: retentionHours * 3_600_000,
-    retryBaseMs,
-    retryMaxMs,
-    taskModules,
-    cpuThreads: integer(env, 'WORKER_CPU_THREADS', cpus, 1, 256),
-  };
+  return resolveWorkerConfig(connection, settings, envName);
 }

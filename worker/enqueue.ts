@@ -1,6 +1,7 @@
 import pg from 'pg';
 import { InvalidInputError } from './errors.ts';
-import * as q from './queries.ts';
+import * as q from './sql/enqueue.ts';
+import type { Queryable } from './sql/shared.ts';
 import { DELIVERIES, type EnqueueResult, type JobSpec } from './types.ts';
 
 /** Where jobs go: a pool (batched with concurrent calls) or a client (the caller's transaction). */
@@ -74,7 +75,7 @@ function date(value: unknown, field: string): Date | null {
 }
 
 /** Insert validated rows through one client, unkeyed in bulk, keyed with their own statement. */
-async function insertRows(db: q.Queryable, rows: q.NewJobRow[]): Promise<EnqueueResult[]> {
+async function insertRows(db: Queryable, rows: q.NewJobRow[]): Promise<EnqueueResult[]> {
   const results: EnqueueResult[] = new Array(rows.length);
   const plain: number[] = [];
   const keyed: number[] = [];

@@ -31,7 +31,7 @@ async function main(): Promise<void> {
   const logger = createLogger(config.logLevel);
   const runtime = await startWorkerRuntime(config, tasks, logger);
   logger.info(
-    { concurrency: config.concurrency, queues: config.queues ?? 'all', healthPort: runtime.health?.port, tasks: [...tasks.keys()] },
+    { concurrency: config.concurrency, queues: config.queues ?? 'all', healthPort: runtime.healthPort, tasks: [...tasks.keys()] },
     'worker started',
   );
 

@@ -2,7 +2,9 @@ import pg from 'pg';
 import { describeError } from './errors.ts';
 import { workerLockKey } from './locks.ts';
 import type { Logger } from './logger.ts';
-import * as q from './queries.ts';
+import { backoffMs } from './backoff.ts';
+import { JOBS_CHANNEL } from './sql/shared.ts';
+import * as q from './sql/workers.ts';
 
 export interface PresenceOptions {
   readonly connection: pg.ClientConfig;
@@ -35,7 +37,8 @@ export class Presence {
   private id: string | undefined;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private reconnectTimer: NodeJS.Timeout | undefined;
-  private backoffMs = 100;
+  /** Reconnects in a row that failed; sizes the pause before the next. */
+  private failures = 0;
   private closed = false;
   private readyNow = false;
   private readyWaiters: (() => void)[] = [];
@@ -72,18 +75,18 @@ export class Presence {
     client.on('error', (error) => this.lost(client, error));
     client.on('end', () => this.lost(client, new Error('connection ended')));
     client.on('notification', (msg) => {
-      if (msg.channel === q.JOBS_CHANNEL) this.options.onNotify(msg.payload ?? '');
+      if (msg.channel === JOBS_CHANNEL) this.options.onNotify(msg.payload ?? '');
     });
     try {
       await client.connect();
       await this.register(client);
-      await client.query(`listen ${q.JOBS_CHANNEL}`);
+      await client.query(`listen ${JOBS_CHANNEL}`);
     } catch (error) {
       this.lost(client, error);
       return;
     }
     if (this.client !== client || this.closed) return;
-    this.backoffMs = 100;
+    this.failures = 0;
     this.readyNow = true;
     log.info({ workerId: this.id }, 'worker registered and listening');
     for (const resolve of this.readyWaiters.splice(0)) resolve();
@@ -151,9 +154,9 @@ export class Presence {
     client.on('error', () => {});
     void client.end().catch(() => {});
     if (this.closed) return;
-    this.options.logger.warn({ err: describeError(error), retryInMs: this.backoffMs }, 'database connection lost; reconnecting');
-    this.reconnectTimer = setTimeout(() => void this.connect(), this.backoffMs);
-    this.backoffMs = Math.min(5_000, this.backoffMs * 2);
+    const pauseMs = backoffMs(++this.failures, { baseMs: 100, maxMs: 5_000 });
+    this.options.logger.warn({ err: describeError(error), retryInMs: pauseMs }, 'database connection lost; reconnecting');
+    this.reconnectTimer = setTimeout(() => void this.connect(), pauseMs);
   }
 
   /** Deregister and disconnect. The lock goes with the connection. */

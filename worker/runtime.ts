@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import pg from 'pg';
+import { backoffMs } from './backoff.ts';
 import { describeError, isTransient } from './errors.ts';
 import type { WorkerConfig } from './config.ts';
 import { startHealthServer, type HealthServer } from './health.ts';
@@ -9,21 +10,22 @@ import { loadMigrations, migrate, schemaIsCurrent } from './migrate.ts';
 import { WorkerMetrics, watchQueueDepth } from './metrics.ts';
 import { cpuSampler } from './cpu.ts';
 import { Presence } from './presence.ts';
-import * as q from './queries.ts';
-import { Rescuer } from './rescuer.ts';
+import { poolDatabase } from './loop/database.ts';
+import type { StopResult } from './loop/types.ts';
+import { Worker } from './loop/worker.ts';
+import { Maintenance } from './maintenance.ts';
+import { queueDepth } from './sql/stats.ts';
 import type { TaskRegistry } from './tasks/types.ts';
 import { ThreadPool } from './thread-pool.ts';
-import { Worker, type StopResult } from './worker.ts';
 
-/** A running worker process's parts. */
+/** A running worker: what its owner needs, not its parts. */
 export interface WorkerRuntime {
-  readonly worker: Worker;
-  readonly presence: Presence;
-  readonly rescuer: Rescuer;
-  readonly pool: pg.Pool;
-  readonly metrics: WorkerMetrics;
-  /** Null when HEALTH_PORT is not served (library use without a port). */
-  readonly health: HealthServer | null;
+  /** This worker's id in pgq.workers, once registered (undefined until then). */
+  readonly workerId: string | undefined;
+  /** Jobs running or claimed and waiting for a slot. */
+  readonly inFlight: number;
+  /** The port /healthz, /readyz and /metrics are served on; null when not served. */
+  readonly healthPort: number | null;
   /** Drain within `graceMs`, hand back the rest, close everything. */
   stop(graceMs: number): Promise<StopResult>;
 }
@@ -51,7 +53,7 @@ async function migrateWhenReachable(pool: pg.Pool, logger: Logger): Promise<void
       return;
     } catch (error) {
       if (!isTransient(error)) throw error;
-      const pauseMs = Math.min(5_000, 200 * attempt);
+      const pauseMs = backoffMs(attempt, { baseMs: 200, maxMs: 5_000 });
       logger.warn({ err: describeError(error), retryInMs: pauseMs }, 'database not reachable for migrations; retrying');
       await new Promise((resolve) => setTimeout(resolve, pauseMs));
     } finally {
@@ -81,7 +83,7 @@ export async function startWorkerRuntime(
   });
   // Without a listener, a server shutdown becomes an uncaught exception; the pool reconnects by itself.
   pool.on('error', (error) => logger.warn({ err: describeError(error) }, 'idle database connection lost'));
-  watchQueueDepth(metrics, () => q.queueDepth(pool));
+  watchQueueDepth(metrics, () => queueDepth(pool));
   const threads = new ThreadPool(config.cpuThreads);
   let worker: Worker | undefined;
   let presence: Presence | undefined;
@@ -121,7 +123,7 @@ export async function startWorkerRuntime(
     onCancel: (ids) => worker?.cancel(ids),
   });
   worker = new Worker(
-    { pool, presence, tasks, threads, logger: logger.child({ component: 'worker' }), metrics },
+    { db: poolDatabase(pool), presence, tasks, threads, logger: logger.child({ component: 'worker' }), metrics },
     {
       concurrency: config.concurrency,
       batchSize: config.batchSize,
@@ -132,8 +134,8 @@ export async function startWorkerRuntime(
       retryMaxMs: config.retryMaxMs,
     },
   );
-  const rescuer = new Rescuer(
-    { pool, logger: logger.child({ component: 'rescuer' }), metrics },
+  const maintenance = new Maintenance(
+    { pool, logger: logger.child({ component: 'maintenance' }), metrics },
     { leaseMs: config.leaseMs, intervalMs: config.rescueIntervalMs, retentionMs: config.retentionMs },
   );
   void presence.start();
@@ -141,17 +143,18 @@ export async function startWorkerRuntime(
     loopCrashed = true;
     logger.fatal({ err: describeError(error) }, 'worker loop crashed');
   });
-  rescuer.start();
+  maintenance.start();
   const w = worker;
   const p = presence;
 
   return {
-    worker: w,
-    presence: p,
-    rescuer,
-    pool,
-    metrics,
-    health,
+    get workerId() {
+      return p.workerId;
+    },
+    get inFlight() {
+      return w.inFlight;
+    },
+    healthPort: health?.port ?? null,
     async stop(graceMs) {
       let result: StopResult = { finished: 0, handedBack: [], failed: [] };
       try {
@@ -160,7 +163,7 @@ export async function startWorkerRuntime(
         logger.error({ err: describeError(error) }, 'could not hand back jobs; their lease will expire and the rescuer returns them');
       }
       await loop;
-      await rescuer.stop();
+      await maintenance.stop();
       await p.close();
       await threads.close();
       await pool.end().catch(() => {});

@@ -2,29 +2,32 @@ import type pg from 'pg';
 import { describeError } from './errors.ts';
 import type { Logger } from './logger.ts';
 import type { WorkerMetrics } from './metrics.ts';
-import * as q from './queries.ts';
+import * as q from './sql/maintenance.ts';
 
-export interface RescuerOptions {
+export interface MaintenanceOptions {
   /** A worker that has not heartbeated for this long is dead. */
   readonly leaseMs: number;
   /** Time between passes (each process jitters it by ±25%). */
   readonly intervalMs: number;
   /** Finished jobs older than this are deleted. */
   readonly retentionMs: number;
-  /** Time between the slow passes: pruning, and the sweep for orphans of any cause. Default one minute. */
-  readonly pruneEveryMs?: number;
+  /**
+   * Time between the slow steps: the sweep for running jobs whose worker row is gone (whatever
+   * removed it) and the pruning of old history. Default one minute.
+   */
+  readonly sweepAndPruneEveryMs?: number;
   /** Most rows one pass expires or prunes, so a pass stays a short transaction. Default 5000. */
   readonly batchLimit?: number;
 }
 
-export interface RescuerDeps {
+export interface MaintenanceDeps {
   readonly pool: pg.Pool;
   readonly logger: Logger;
   readonly metrics?: WorkerMetrics;
 }
 
 /** What one pass did. */
-export interface RescuePass {
+export interface MaintenancePass {
   /** Another process held the maintenance lock, so this pass did nothing. */
   readonly skipped: boolean;
   readonly deadWorkers: string[];
@@ -36,22 +39,22 @@ export interface RescuePass {
 
 /**
  * Maintenance that every worker process runs and one at a time performs: remove dead workers
- * and return their jobs, expire jobs past their deadline, prune old history. Any live worker can
- * do it, so there is no single maintenance process to lose.
+ * and return their jobs, expire jobs past their deadline, refresh the hot table's statistics,
+ * prune old history. Any live worker can do it, so there is no single maintenance process to lose.
  */
-export class Rescuer {
+export class Maintenance {
   private timer: NodeJS.Timeout | undefined;
-  private lastPruneAt = 0;
+  private lastSlowPassAt = 0;
   private current: Promise<unknown> | undefined;
   private stopped = false;
 
   constructor(
-    private readonly deps: RescuerDeps,
-    private readonly options: RescuerOptions,
+    private readonly deps: MaintenanceDeps,
+    private readonly options: MaintenanceOptions,
   ) {}
 
   /** One pass, in one short transaction. */
-  async runOnce(): Promise<RescuePass> {
+  async runOnce(): Promise<MaintenancePass> {
     const client = await this.deps.pool.connect();
     try {
       await client.query('begin');
@@ -60,8 +63,7 @@ export class Rescuer {
         return { skipped: true, deadWorkers: [], requeued: [], failed: [], expired: 0, pruned: 0 };
       }
       const deadWorkers = await q.deleteDeadWorkers(client, this.options.leaseMs);
-      // The slow sweeps (orphans of any cause, old history) run once a minute, not every pass.
-      const slow = Date.now() - this.lastPruneAt >= (this.options.pruneEveryMs ?? 60_000);
+      const slow = Date.now() - this.lastSlowPassAt >= (this.options.sweepAndPruneEveryMs ?? 60_000);
       const { requeued, failed } = await q.rescueOrphans(client, deadWorkers, slow);
       const limit = this.options.batchLimit ?? 5_000;
       const expired = await q.expireJobs(client, limit);
@@ -69,7 +71,7 @@ export class Rescuer {
       let pruned = 0;
       if (slow) {
         pruned = await q.pruneFinished(client, this.options.retentionMs, limit);
-        this.lastPruneAt = Date.now();
+        this.lastSlowPassAt = Date.now();
       }
       await client.query('commit');
       const pass = { skipped: false, deadWorkers, requeued, failed, expired, pruned };
@@ -91,7 +93,7 @@ export class Rescuer {
       this.timer = setTimeout(() => {
         this.current = this.runOnce()
           .catch((error) => {
-            this.deps.metrics?.dbErrors.inc({ component: 'rescuer' });
+            this.deps.metrics?.dbErrors.inc({ component: 'maintenance' });
             this.deps.logger.warn({ err: describeError(error) }, 'maintenance pass failed');
           })
           .finally(schedule);
@@ -106,7 +108,7 @@ export class Rescuer {
     await this.current;
   }
 
-  private report(pass: RescuePass): void {
+  private report(pass: MaintenancePass): void {
     const { logger, metrics } = this.deps;
     if (pass.deadWorkers.length > 0) {
       metrics?.deadWorkers.inc(pass.deadWorkers.length);

@@ -1,0 +1,132 @@
+/**
+ * Recording how runs ended. Successes wait in a batch that rides on the loop's next round trip;
+ * failures are recorded at once (retry or finish), retried through transient errors so a
+ * database outage does not lose an outcome.
+ */
+import { backoffMs } from '../backoff.ts';
+import { sleep, type Clock } from '../clock.ts';
+import { CancelledError, PermanentError, describeError, isTransient } from '../errors.ts';
+import type { Logger } from '../logger.ts';
+import type { WorkerMetrics } from '../metrics.ts';
+import type { ClaimedJob } from '../types.ts';
+import type { Finished, LoopDatabase, Succeeded } from './database.ts';
+
+export interface OutcomeDeps {
+  readonly db: LoopDatabase;
+  readonly logger: Logger;
+  readonly metrics?: WorkerMetrics;
+  readonly clock: Clock;
+  /** Source of randomness for retry jitter (tests pin it). */
+  readonly random: () => number;
+}
+
+export interface RetryPolicy {
+  /** First retry delay; doubled per attempt, with jitter. */
+  readonly retryBaseMs: number;
+  /** Longest retry delay. */
+  readonly retryMaxMs: number;
+}
+
+export class OutcomeRecorder {
+  private succeeded: Succeeded[] = [];
+  private readonly persisting = new Set<Promise<void>>();
+
+  constructor(
+    private readonly deps: OutcomeDeps,
+    private readonly policy: RetryPolicy,
+  ) {}
+
+  /** Successes waiting to be recorded. */
+  get pending(): number {
+    return this.succeeded.length;
+  }
+
+  addSuccess(success: Succeeded, task: string): void {
+    this.succeeded.push(success);
+    this.deps.metrics?.jobs.inc({ task, outcome: 'succeeded' });
+  }
+
+  /** Take the waiting successes for a round trip. */
+  takeBatch(): Succeeded[] {
+    const batch = this.succeeded;
+    this.succeeded = [];
+    return batch;
+  }
+
+  /** A round trip failed: its successes wait again, ahead of newer ones. */
+  putBack(batch: Succeeded[]): void {
+    this.succeeded = batch.concat(this.succeeded);
+  }
+
+  /** Compare what a round trip recorded with what it carried; the rest was taken from this worker. */
+  checkSettled(batch: Succeeded[], settled: string[]): void {
+    if (settled.length === batch.length) return;
+    const ok = new Set(settled);
+    for (const s of batch) {
+      if (!ok.has(s.id)) {
+        // The rescuer gave the job to another worker (this one was late or cut off); its result is dropped.
+        this.deps.logger.warn({ jobId: s.id, attempt: s.attempt }, 'job was taken from this worker before its result was recorded');
+        this.deps.metrics?.jobs.inc({ task: 'unknown', outcome: 'lost' });
+      }
+    }
+  }
+
+  /** Record a failed run: a retry if it has attempts left and may run again, else failed for good. */
+  recordFailure(workerId: string, job: ClaimedJob, error: unknown, log: () => Logger): Promise<void> {
+    return this.persist(() => this.settleFailure(workerId, job, error, log));
+  }
+
+  /** Move runs to the history in a final state, retried through transient errors. */
+  finishInBackground(workerId: string, finished: Finished[]): void {
+    void this.persist(async () => {
+      await this.deps.db.finish(workerId, finished);
+    });
+  }
+
+  /** Wait for every failure record in flight. */
+  async whenPersisted(): Promise<void> {
+    await Promise.all([...this.persisting]);
+  }
+
+  private async settleFailure(workerId: string, job: ClaimedJob, error: unknown, log: () => Logger): Promise<void> {
+    const { db, metrics } = this.deps;
+    const message = describeError(error).slice(0, 10_000);
+    const permanent = error instanceof PermanentError;
+    if (!permanent && job.delivery === 'at_least_once' && job.attempt < job.maxAttempts) {
+      const delayMs = backoffMs(job.attempt, { baseMs: this.policy.retryBaseMs, maxMs: this.policy.retryMaxMs, random: this.deps.random });
+      if (await db.retry(workerId, job.id, job.attempt, message, delayMs)) {
+        log().info({ err: message, retryInMs: delayMs }, 'job failed; will retry');
+        metrics?.jobs.inc({ task: job.task, outcome: 'retried' });
+        return;
+      }
+    }
+    const moved = await db.finish(workerId, [{ id: job.id, attempt: job.attempt, state: 'failed', error: message }]);
+    const outcome = error instanceof CancelledError ? 'cancelled' : 'failed';
+    if (moved.length > 0) {
+      log().warn({ err: message }, outcome === 'cancelled' ? 'job cancelled' : 'job failed for good');
+      metrics?.jobs.inc({ task: job.task, outcome });
+    }
+  }
+
+  /** Run a record statement until it succeeds: a database outage must not lose an outcome. */
+  private persist(fn: () => Promise<void>): Promise<void> {
+    const task = (async () => {
+      for (let failures = 0; ; failures++) {
+        try {
+          await fn();
+          return;
+        } catch (error) {
+          this.deps.metrics?.dbErrors.inc({ component: 'settle' });
+          if (!isTransient(error) || failures > 1000) {
+            this.deps.logger.error({ err: describeError(error) }, 'could not record a job outcome; its lease will expire and it will be rescued');
+            return;
+          }
+          await sleep(this.deps.clock, backoffMs(failures + 1, { baseMs: 100, maxMs: 5_000 }));
+        }
+      }
+    })();
+    this.persisting.add(task);
+    void task.finally(() => this.persisting.delete(task));
+    return task;
+  }
+}

@@ -1,0 +1,293 @@
+import { backoffMs } from '../backoff.ts';
+import { systemClock, type Clock } from '../clock.ts';
+import { CancelledError, describeError } from '../errors.ts';
+import type { Logger } from '../logger.ts';
+import type { ClaimedJob } from '../types.ts';
+import { abortRun, executeHandler, type Run } from './execute.ts';
+import { releaseUnfinished } from './release.ts';
+import { OutcomeRecorder } from './outcomes.ts';
+import { PrefetchSizer } from './prefetch.ts';
+import { ProgressReporter } from './progress.ts';
+import type { IterationResult, StopResult, WorkerDeps, WorkerOptions } from './types.ts';
+import { Waker } from './wake.ts';
+
+const DEFAULT_MAX_RESULT_BYTES = 1024 * 1024;
+
+/**
+ * The worker loop: settle the runs that ended and claim more in one round trip, start the jobs,
+ * wait for a job to end, a notification or the poll interval, repeat. One iteration is
+ * `runOnce()`, which tests call directly.
+ */
+export class Worker {
+  private readonly running = new Map<string, Run>();
+  /** Claimed, not started yet: waiting for a free slot. */
+  private buffer: ClaimedJob[] = [];
+  private readonly prefetch: PrefetchSizer;
+  private readonly outcomes: OutcomeRecorder;
+  private readonly clock: Clock;
+  private readonly waker: Waker;
+  private stopping = false;
+  /** A job notification arrived since the loop last looked. */
+  private notified = false;
+  /** Jobs asked for by claims in flight. */
+  private claiming = 0;
+  private loop: Promise<void> | undefined;
+  private finishedDuringStop = 0;
+
+  constructor(
+    private readonly deps: WorkerDeps,
+    private readonly options: WorkerOptions,
+  ) {
+    this.clock = deps.clock ?? systemClock;
+    this.waker = new Waker(this.clock);
+    this.prefetch = new PrefetchSizer({ concurrency: options.concurrency, horizonMs: options.prefetchHorizonMs ?? 50, max: options.maxPrefetch ?? 2000 });
+    this.outcomes = new OutcomeRecorder(
+      { db: deps.db, logger: deps.logger, metrics: deps.metrics, clock: this.clock, random: deps.random ?? Math.random },
+      options,
+    );
+  }
+
+  /** Jobs executing now or claimed and waiting in the buffer. */
+  get inFlight(): number {
+    return this.running.size + this.buffer.length;
+  }
+
+  /** How many jobs to hold beyond the free slots (see PrefetchSizer). */
+  prefetchTarget(): number {
+    return this.prefetch.target();
+  }
+
+  /** A notification or event that may mean work: cut the current wait short. */
+  wake(queue = ''): void {
+    if (queue !== '' && this.options.queues && !this.options.queues.includes(queue)) return;
+    this.notified = true;
+    this.nudge();
+  }
+
+  /** Cut the loop's wait short to look at its own state (a job ended, a round trip returned). */
+  private nudge(): void {
+    this.waker.nudge();
+  }
+
+  /** Abort the handlers of jobs whose cancellation was requested; drop buffered ones. */
+  cancel(ids: string[]): void {
+    const buffered = this.buffer.filter((j) => ids.includes(j.id));
+    if (buffered.length > 0) {
+      this.buffer = this.buffer.filter((j) => !ids.includes(j.id));
+      // The history marks them cancelled: their cancel_requested flag is set.
+      this.outcomes.finishInBackground(
+        this.deps.presence.workerId!,
+        buffered.map((j) => ({ id: j.id, attempt: j.attempt, state: 'failed' as const, error: 'cancelled before it started' })),
+      );
+    }
+    for (const id of ids) {
+      const run = this.running.get(id);
+      if (run && run.abortReason === undefined) {
+        this.deps.logger.info({ jobId: id }, 'job cancelled while running');
+        abortRun(run, new CancelledError('cancelled while running'));
+      }
+    }
+  }
+
+  /** Start the loop; resolves when stop() has ended it. */
+  start(): Promise<void> {
+    this.loop ??= this.runLoop();
+    return this.loop;
+  }
+
+  /**
+   * One iteration: record finished runs and claim as many jobs as there are free slots (plus
+   * the prefetch), in one statement, then start what fits without waiting for the jobs.
+   */
+  async runOnce(): Promise<IterationResult> {
+    const workerId = this.deps.presence.workerId;
+    if (!workerId) return { requested: 0, claimed: 0, settled: 0 };
+    const limit = this.stopping || !this.deps.presence.ready ? 0 : Math.max(0, Math.min(this.room(), this.options.batchSize));
+    if (limit === 0 && this.outcomes.pending === 0) return { requested: 0, claimed: 0, settled: 0 };
+    const batch = this.outcomes.takeBatch();
+    this.claiming += limit;
+    let result;
+    try {
+      result = await this.deps.db.settleAndClaim(workerId, batch, limit, this.options.queues);
+    } catch (error) {
+      this.outcomes.putBack(batch);
+      throw error;
+    } finally {
+      this.claiming -= limit;
+    }
+    this.outcomes.checkSettled(batch, result.settled);
+    this.buffer.push(...result.claimed);
+    this.pump();
+    return { requested: limit, claimed: result.claimed.length, settled: result.settled.length };
+  }
+
+  /** Start buffered jobs while slots are free. */
+  private pump(): void {
+    while (this.running.size < this.options.concurrency && this.buffer.length > 0 && !this.stopping) {
+      this.startJob(this.buffer.shift()!);
+    }
+  }
+
+  /**
+   * Stop claiming, give running jobs until `graceMs` to finish, then hand back at-least-once
+   * jobs at once (another worker starts them without waiting for a lease) and fail at-most-once
+   * ones (their handler may have done part of its work, so they must not run again).
+   */
+  async stop(graceMs: number): Promise<StopResult> {
+    const deadline = this.clock.now() + graceMs;
+    this.stopping = true;
+    this.nudge();
+    await this.loop;
+    // Buffered jobs never started: back to the queue at once, whatever their delivery.
+    const unstarted = this.buffer.map((j) => j.id);
+    this.buffer = [];
+    const workerId = this.deps.presence.workerId;
+    let handedBack: string[] = [];
+    if (workerId && unstarted.length > 0) handedBack = await this.deps.db.handBack(workerId, [], unstarted);
+    const startedWith = this.running.size;
+    while (this.running.size > 0 && this.clock.now() < deadline) {
+      let cancel: (() => void) | undefined;
+      await Promise.race([
+        ...[...this.running.values()].map((r) => r.done),
+        new Promise<void>((resolve) => (cancel = this.clock.setTimer(resolve, Math.max(0, deadline - this.clock.now())))),
+      ]);
+      cancel?.();
+    }
+    const left = [...this.running.values()];
+    for (const run of left) {
+      run.abandoned = true;
+      run.progress?.close();
+      abortRun(run, new Error('worker stopping'));
+      this.running.delete(run.job.id);
+    }
+    const settled = workerId ? await releaseUnfinished(this.deps.db, workerId, left, this.deps.metrics) : { handedBack: [], failed: [] };
+    handedBack = handedBack.concat(settled.handedBack);
+    await this.flush();
+    this.deps.metrics?.inFlight.set(0);
+    return { finished: startedWith - left.length + this.finishedDuringStop, handedBack, failed: settled.failed };
+  }
+
+  /** Record every run that ended and is not yet recorded. */
+  async flush(): Promise<void> {
+    await this.outcomes.whenPersisted();
+    const workerId = this.deps.presence.workerId;
+    while (workerId && this.outcomes.pending > 0) {
+      const batch = this.outcomes.takeBatch();
+      const result = await this.deps.db.settleAndClaim(workerId, batch, 0, this.options.queues);
+      this.outcomes.checkSettled(batch, result.settled);
+    }
+  }
+
+  /**
+   * Keep up to `pipeline` iterations in flight (one per pool connection, less the one kept for
+   * failures, progress and maintenance): while one round trip is on the wire, the next batch
+   * of outcomes builds up and goes out on the other connection.
+   */
+  private async runLoop(): Promise<void> {
+    const pipeline = Math.max(1, this.options.pipeline ?? 1);
+    const iterations = new Set<Promise<void>>();
+    let failures = 0;
+    let pauseUntil = 0;
+    // Whether the queue may hold jobs for us: after a full claim, a notification or a poll.
+    let more = true;
+    while (!this.stopping) {
+      if (!this.deps.presence.ready && this.outcomes.pending === 0) {
+        await Promise.race([this.deps.presence.whenReady(), this.waker.wait(this.options.pollMs, this.stopping)]);
+        more = true;
+        continue;
+      }
+      if (this.notified) {
+        this.notified = false;
+        more = true;
+      }
+      const wanted = this.outcomes.pending > 0 || (more && this.room() > 0);
+      if (wanted && iterations.size < pipeline && this.clock.now() >= pauseUntil) {
+        more = false;
+        const iteration = this.runOnce().then(
+          (result) => {
+            failures = 0;
+            if (result.requested > 0 && result.claimed === result.requested) more = true;
+          },
+          (error: unknown) => {
+            failures++;
+            more = true;
+            this.deps.metrics?.dbErrors.inc({ component: 'claim' });
+            const pauseMs = backoffMs(failures, { baseMs: 200, maxMs: 5_000 });
+            pauseUntil = this.clock.now() + pauseMs;
+            this.deps.logger.warn({ err: describeError(error), retryInMs: pauseMs }, 'claim failed; retrying');
+          },
+        );
+        iterations.add(iteration);
+        void iteration.finally(() => {
+          iterations.delete(iteration);
+          this.nudge();
+        });
+        continue;
+      }
+      const now = this.clock.now();
+      const waitMs = now < pauseUntil ? pauseUntil - now : this.options.pollMs;
+      if (!(await this.waker.wait(waitMs, this.stopping)) && iterations.size === 0) more = true;
+    }
+    await Promise.all(iterations);
+  }
+
+  /** Jobs the worker can take now: free slots plus prefetch, less what is held or being claimed. */
+  private room(): number {
+    return this.options.concurrency + this.prefetch.target() - this.running.size - this.buffer.length - this.claiming;
+  }
+
+  private startJob(job: ClaimedJob): void {
+    const run: Run = { job, abandoned: false, done: Promise.resolve() };
+    this.running.set(job.id, run);
+    this.deps.metrics?.inFlight.set(this.running.size);
+    this.deps.metrics?.wait.observe(Math.max(0, (Date.now() - job.runAfter.getTime()) / 1000));
+    run.done = this.execute(run).finally(() => {
+      if (this.running.get(job.id) === run) this.running.delete(job.id);
+      this.pump();
+      if (this.stopping) this.finishedDuringStop++;
+      this.deps.metrics?.inFlight.set(this.running.size);
+      this.nudge();
+    });
+  }
+
+  private async execute(run: Run): Promise<void> {
+    const { job } = run;
+    // A child logger per job costs an allocation most jobs never use: made on first use.
+    let child: Logger | undefined;
+    const log = () => (child ??= this.deps.logger.child({ jobId: job.id, task: job.task, attempt: job.attempt }));
+    const startedAt = this.clock.now();
+    const startedAtDate = new Date();
+    const outcome = await executeHandler(run, {
+      tasks: this.deps.tasks,
+      threads: this.deps.threads,
+      log,
+      progress: (value) => this.progressOf(run).report(value),
+      maxResultBytes: this.options.maxResultBytes ?? DEFAULT_MAX_RESULT_BYTES,
+    });
+    const runMs = this.clock.now() - startedAt;
+    this.prefetch.observe(runMs);
+    this.deps.metrics?.duration.observe({ task: job.task }, runMs / 1000);
+    if (run.abandoned) return;
+    await run.progress?.flush();
+    const workerId = this.deps.presence.workerId!;
+    if (outcome.ok) {
+      this.outcomes.addSuccess({ id: job.id, attempt: job.attempt, resultJson: outcome.resultJson, startedAt: startedAtDate }, job.task);
+      return;
+    }
+    await this.outcomes.recordFailure(workerId, job, outcome.error, log);
+  }
+
+  /** The run's progress reporter, made on first report. */
+  private progressOf(run: Run): ProgressReporter {
+    run.progress ??= new ProgressReporter(
+      (value) => {
+        const workerId = this.deps.presence.workerId;
+        return workerId ? this.deps.db.setProgress(workerId, run.job.id, run.job.attempt, value) : Promise.resolve(false);
+      },
+      (error) => this.deps.logger.warn({ jobId: run.job.id, err: describeError(error) }, 'could not store progress'),
+      this.clock,
+    );
+    if (run.abandoned) run.progress.close();
+    return run.progress;
+  }
+}

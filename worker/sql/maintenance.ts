@@ -1,0 +1,155 @@
+/**
+ * Maintenance: dead workers and their jobs, expiry, statistics and pruning. One process at a time
+ * runs these, under the maintenance lock.
+ */
+import { ADVISORY_CLASS, MAINTENANCE_LOCK } from '../locks.ts';
+import { moveToHistory, notify, type Queryable } from './shared.ts';
+
+/** Only one process runs maintenance at a time; the others skip their turn. Call inside a transaction. */
+export async function tryMaintenanceLock(db: Queryable): Promise<boolean> {
+  const { rows } = await db.query<{ ok: boolean }>('select pg_try_advisory_xact_lock($1, $2) as ok', [
+    ADVISORY_CLASS,
+    MAINTENANCE_LOCK,
+  ]);
+  return rows[0]!.ok;
+}
+
+/**
+ * Delete the rows of dead workers and return their ids. Dead means: its presence lock is gone
+ * although it heartbeated since the server started (the connection closed: a killed process),
+ * or it has not heartbeated for `leaseMs` (a VM that vanished, whose connection the server
+ * still believes open). A worker that last heartbeated before a server restart gets its lease
+ * to reconnect, so restarting Postgres does not declare every worker dead.
+ */
+export async function deleteDeadWorkers(db: Queryable, leaseMs: number): Promise<string[]> {
+  const { rows } = await db.query<{ id: string }>(
+    `delete from pgq.workers w
+      where w.heartbeat_at < now() - make_interval(secs => $1::double precision / 1000)
+         or (w.heartbeat_at >= pg_postmaster_start_time()
+             and not exists (
+               select 1 from pg_locks l
+                where l.locktype = 'advisory' and l.granted and l.objsubid = 2
+                  and l.database = (select oid from pg_database where datname = current_database())
+                  and l.classid = $2::int::oid
+                  and l.objid = (w.id % 2147483647)::int::oid))
+     returning id::text`,
+    [leaseMs, ADVISORY_CLASS],
+  );
+  return rows.map((r) => r.id);
+}
+
+/** Outcome of returning orphaned jobs. */
+export interface RescueResult {
+  /** Put back in the queue to run again. */
+  requeued: string[];
+  /** Ended `failed`: at-most-once, or out of attempts. */
+  failed: string[];
+}
+
+/**
+ * Return running jobs whose worker is gone: those of `deadWorkers`, or with `sweep`, every
+ * running job whose worker row no longer exists. At-least-once jobs with attempts left run again
+ * (the lost run counts as an attempt, so a job that kills its worker cannot loop forever); the
+ * others end `failed`, never run twice.
+ */
+export async function rescueOrphans(db: Queryable, deadWorkers: string[], sweep = false): Promise<RescueResult> {
+  if (deadWorkers.length === 0 && !sweep) return { requeued: [], failed: [] };
+  const { rows } = await db.query<{ id: string; requeue: boolean; worker_id: string }>(
+    `select j.id::text, j.worker_id::text, (j.delivery = 'at_least_once' and j.attempts < j.max_attempts) as requeue
+       from pgq.jobs j
+      where j.state = 'running'
+        and (j.worker_id = any($1::bigint[])
+             or ($2 and not exists (select 1 from pgq.workers w where w.id = j.worker_id)))
+      for update of j skip locked`,
+    [deadWorkers, sweep],
+  );
+  const requeueIds = rows.filter((r) => r.requeue).map((r) => r.id);
+  const fail = rows.filter((r) => !r.requeue);
+  let requeued: string[] = [];
+  if (requeueIds.length > 0) {
+    const res = await db.query<{ id: string }>(
+      `update pgq.jobs
+          set state = 'queued', last_error = 'worker ' || worker_id || ' died while running attempt ' || attempts,
+              worker_id = null, run_after = now()
+        where id = any($1::bigint[]) and state = 'running'
+        returning id::text`,
+      [requeueIds],
+    );
+    requeued = res.rows.map((r) => r.id);
+    await notify(db);
+  }
+  let failed: string[] = [];
+  if (fail.length > 0) {
+    const res = await db.query<{ id: string }>(
+      `with done as (
+          delete from pgq.jobs j where j.id = any($1::bigint[]) and j.state = 'running'
+          returning j.*, 'failed'::text as final_state, null::jsonb as final_result,
+                    case when j.delivery = 'at_most_once'
+                         then 'worker ' || j.worker_id || ' died while running this at-most-once job; it is not run again'
+                         else 'worker ' || j.worker_id || ' died while running the last of ' || j.max_attempts || ' attempts'
+                    end as final_error,
+                    null::timestamptz as final_started)
+        ${moveToHistory('text')}`,
+      [fail.map((r) => r.id)],
+    );
+    failed = res.rows.map((r) => r.id);
+  }
+  return { requeued, failed };
+}
+
+/** Move queued jobs past their expiry to the history as `expired`. Returns how many. */
+export async function expireJobs(db: Queryable, limit: number): Promise<number> {
+  const { rows } = await db.query<{ id: string }>(
+    `with done as (
+        delete from pgq.jobs j
+         where j.id in (select id from pgq.jobs
+                         where state = 'queued' and expires_at is not null and expires_at <= now()
+                         limit $1 for update skip locked)
+        returning j.*, 'expired'::text as final_state, null::jsonb as final_result,
+                  'expired at ' || j.expires_at || ' before it could start' as final_error,
+                  null::timestamptz as final_started)
+      ${moveToHistory()}`,
+    [limit],
+  );
+  return rows.length;
+}
+
+/**
+ * ANALYZE the hot table when it changed a lot since its last statistics. It goes from empty to a
+ * large backlog in a second, long before autovacuum's next look (a minute by default); planning
+ * the claim and settle statements on statistics of an empty table sorts the whole backlog.
+ */
+export async function analyzeIfStale(db: Queryable): Promise<boolean> {
+  const { rows } = await db.query<{ stale: boolean }>(
+    `select s.n_mod_since_analyze > greatest(1000, 0.2 * greatest(c.reltuples, 0)) as stale
+       from pg_stat_user_tables s join pg_class c on c.oid = s.relid
+      where s.schemaname = 'pgq' and s.relname = 'jobs'`,
+  );
+  if (!rows[0]?.stale) return false;
+  await db.query('analyze pgq.jobs');
+  return true;
+}
+
+/** Delete finished jobs older than the retention, and idempotency keys whose job is gone. */
+export async function pruneFinished(db: Queryable, retentionMs: number, limit: number): Promise<number> {
+  const { rows } = await db.query<{ jobs: number }>(
+    `with old as (
+        delete from pgq.finished_jobs
+         where id in (select id from pgq.finished_jobs
+                       where finished_at < now() - make_interval(secs => $1::double precision / 1000)
+                       order by finished_at limit $2)
+        returning id),
+      keys as (
+        delete from pgq.job_keys k
+         where k.key in (select key from pgq.job_keys kk
+                          where kk.created_at < now() - make_interval(secs => $1::double precision / 1000)
+                            and not exists (select 1 from pgq.jobs j where j.id = kk.job_id)
+                            and not exists (select 1 from pgq.finished_jobs f where f.id = kk.job_id
+                                              and f.id not in (select id from old))
+                          limit $2)
+        returning key)
+      select (select count(*) from old)::int as jobs`,
+    [retentionMs, limit],
+  );
+  return rows[0]!.jobs;
+}

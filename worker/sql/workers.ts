@@ -1,0 +1,54 @@
+/** Presence: a worker's row, its session lock and its heartbeat. */
+import { ADVISORY_CLASS } from '../locks.ts';
+import type { Queryable } from './shared.ts';
+
+/** Register a worker; the caller takes its presence lock in the same transaction. */
+export async function insertWorker(
+  db: Queryable,
+  w: { id?: string; host: string; pid: number; queues: readonly string[] | null; concurrency: number; version: string },
+): Promise<string> {
+  const { rows } = await db.query<{ id: string }>(
+    `insert into pgq.workers (id, host, pid, queues, concurrency, version)
+     values (coalesce($1::bigint, nextval(pg_get_serial_sequence('pgq.workers', 'id'))), $2, $3, $4, $5, $6)
+     on conflict (id) do update set heartbeat_at = now()
+     returning id::text`,
+    [w.id ?? null, w.host, w.pid, w.queues, w.concurrency, w.version],
+  );
+  return rows[0]!.id;
+}
+
+/** Take (blocking) the session lock that marks this worker alive for as long as the connection lives. */
+export async function lockWorkerPresence(db: Queryable, lockKey: number): Promise<void> {
+  await db.query('select pg_advisory_lock($1, $2)', [ADVISORY_CLASS, lockKey]);
+}
+
+/** Take the presence lock if free; false when another session (an old one of ours) holds it. */
+export async function tryLockWorkerPresence(db: Queryable, lockKey: number): Promise<boolean> {
+  const { rows } = await db.query<{ ok: boolean }>('select pg_try_advisory_lock($1, $2) as ok', [ADVISORY_CLASS, lockKey]);
+  return rows[0]!.ok;
+}
+
+/**
+ * Record that the worker is alive, with its load. Returns null when the worker's row is gone
+ * (it was declared dead and must register again); otherwise the ids of its running jobs whose
+ * cancellation was requested.
+ */
+export async function heartbeat(
+  db: Queryable,
+  workerId: string,
+  jobsInFlight: number,
+  cpu: number | null,
+): Promise<string[] | null> {
+  const { rows } = await db.query<{ cancel: string[] }>(
+    `update pgq.workers set heartbeat_at = now(), jobs_in_flight = $2, cpu = $3 where id = $1
+     returning (select coalesce(array_agg(id::text), '{}') from pgq.jobs
+                 where worker_id = $1 and state = 'running' and cancel_requested) as cancel`,
+    [workerId, jobsInFlight, cpu],
+  );
+  return rows[0]?.cancel ?? null;
+}
+
+/** Remove a stopping worker's row. */
+export async function deleteWorker(db: Queryable, workerId: string): Promise<void> {
+  await db.query('delete from pgq.workers where id = $1', [workerId]);
+}
