@@ -4,7 +4,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { silentLogger } from '../worker/logger.ts';
-import { poolDatabase } from '../worker/loop/database.ts';
+import { poolDatabase, type LoopDatabase } from '../worker/loop/database.ts';
 import type { WorkerOptions } from '../worker/loop/types.ts';
 import { Worker } from '../worker/loop/worker.ts';
 import * as q from '../worker/sql/workers.ts';
@@ -41,7 +41,7 @@ export async function waitFor<T>(check: () => Promise<T | undefined | null | fal
  */
 export async function manualWorker(
   pool: pg.Pool,
-  options: Partial<WorkerOptions> & { tasks?: Record<string, TaskHandler>; random?: () => number } = {},
+  options: Partial<WorkerOptions> & { tasks?: Record<string, TaskHandler>; random?: () => number; db?: LoopDatabase } = {},
 ): Promise<{ worker: Worker; workerId: string; threads: ThreadPool; kill(): void; close(): Promise<void> }> {
   // Hold the worker's presence lock on a connection of its own, as a real worker does, so the
   // rescuer sees it alive; releasing that connection is how a test makes it die.
@@ -55,7 +55,7 @@ export async function manualWorker(
   const threads = new ThreadPool(2);
   const worker = new Worker(
     {
-      db: poolDatabase(pool),
+      db: options.db ?? poolDatabase(pool),
       presence: { workerId, ready: true, whenReady: () => Promise.resolve() },
       tasks,
       threads,

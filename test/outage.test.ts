@@ -55,7 +55,12 @@ it('workers ride out a Postgres crash and restart: none exits, every job is done
   const final = await waitFor(async () => {
     const c = await counts();
     return c && c.succeeded + c.failed === total ? c : undefined;
-  }, 'every job to end after the restart', 90_000);
+  }, 'every job to end after the restart', 90_000).catch(async (error: Error) => {
+    const { rows } = await pool.query(`select id, state, worker_id, attempts from pgq.jobs order by id limit 20`);
+    const registered = await pool.query(`select id, pid, heartbeat_at from pgq.workers`);
+    const exits = workers.map((w) => `pid ${w.child.pid}: exit ${w.child.exitCode} ${w.child.signalCode ?? ''} ${w.stderr().slice(-500)}`);
+    throw new Error(`${error.message}\ncounts ${JSON.stringify(await counts())}\nleft ${JSON.stringify(rows)}\nworkers ${JSON.stringify(registered.rows)}\n${exits.join('\n')}`);
+  });
   expect(final).toMatchObject({ succeeded: total, failed: 0, queued: 0, running: 0 });
   for (const w of workers) expect(w.child.exitCode).toBeNull();
   const runs = await runsPerJob(pool);

@@ -32,8 +32,9 @@ export function isTransient(error: unknown): boolean {
   if (typeof code === 'string') {
     if (TRANSIENT_SQLSTATES.has(code) || code.startsWith('08') || TRANSIENT_NODE_CODES.has(code)) return true;
   }
-  // node-postgres reports a dropped connection as plain Errors with these messages.
-  return /Connection terminated|connection timeout|Client has encountered a connection error|not queryable/i.test(
+  // node-postgres reports a dropped connection, and pg-pool a checkout that timed out while the
+  // server was unreachable, as plain Errors with these messages.
+  return /Connection terminated|connection timeout|timeout exceeded when trying to connect|Client has encountered a connection error|not queryable/i.test(
     error.message,
   );
 }

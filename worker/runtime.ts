@@ -130,6 +130,9 @@ export async function startWorkerRuntime(
       queues: config.queues,
       pollMs: config.pollMs,
       pipeline: config.poolSize,
+      // A claim that failed on the client may still commit until the server notices the broken
+      // connection; by then the lease would have ended the session's work anyway.
+      claimDoubtMs: 2 * config.leaseMs,
       retryBaseMs: config.retryBaseMs,
       retryMaxMs: config.retryMaxMs,
     },

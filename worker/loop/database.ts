@@ -16,6 +16,8 @@ export interface LoopDatabase {
   finish(workerId: string, finished: run.Finished[]): Promise<string[]>;
   /** Give runs back to the queue without counting the attempt; returns the ids given back. */
   handBack(workerId: string, started: string[], notStarted?: string[]): Promise<string[]>;
+  /** Give back the jobs the database says this worker runs but it does not hold (lost claim replies). */
+  releaseUnheld(workerId: string, held: string[]): Promise<string[]>;
   /** Store a running job's progress. */
   setProgress(workerId: string, id: string, attempt: number, progress: unknown): Promise<boolean>;
 }
@@ -27,6 +29,7 @@ export function poolDatabase(pool: pg.Pool): LoopDatabase {
     retry: (workerId, id, attempt, error, delayMs) => run.retryJob(pool, workerId, id, attempt, error, delayMs),
     finish: (workerId, finished) => run.finishJobs(pool, workerId, finished),
     handBack: (workerId, started, notStarted) => run.handBack(pool, workerId, started, notStarted),
+    releaseUnheld: (workerId, held) => run.releaseUnheld(pool, workerId, held),
     setProgress: (workerId, id, attempt, progress) => run.setProgress(pool, workerId, id, attempt, progress),
   };
 }

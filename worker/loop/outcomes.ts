@@ -30,6 +30,8 @@ export interface RetryPolicy {
 export class OutcomeRecorder {
   private succeeded: Succeeded[] = [];
   private readonly persisting = new Set<Promise<void>>();
+  /** Jobs whose failure is being recorded: still this worker's until the record's reply. */
+  private readonly recording = new Map<string, number>();
 
   constructor(
     private readonly deps: OutcomeDeps,
@@ -44,6 +46,11 @@ export class OutcomeRecorder {
   addSuccess(success: Succeeded, task: string): void {
     this.succeeded.push(success);
     this.deps.metrics?.jobs.inc({ task, outcome: 'succeeded' });
+  }
+
+  /** Ids of the jobs whose outcome is waiting or on its way: the worker still holds them. */
+  heldIds(): string[] {
+    return [...this.succeeded.map((s) => s.id), ...this.recording.keys()];
   }
 
   /** Take the waiting successes for a round trip. */
@@ -73,14 +80,31 @@ export class OutcomeRecorder {
 
   /** Record a failed run: a retry if it has attempts left and may run again, else failed for good. */
   recordFailure(workerId: string, job: ClaimedJob, error: unknown, log: () => Logger): Promise<void> {
-    return this.persist(() => this.settleFailure(workerId, job, error, log));
+    return this.holding([job.id], this.persist(() => this.settleFailure(workerId, job, error, log)));
   }
 
   /** Move runs to the history in a final state, retried through transient errors. */
   finishInBackground(workerId: string, finished: Finished[]): void {
-    void this.persist(async () => {
-      await this.deps.db.finish(workerId, finished);
-    });
+    void this.holding(
+      finished.map((f) => f.id),
+      this.persist(async () => {
+        await this.deps.db.finish(workerId, finished);
+      }),
+    );
+  }
+
+  /** Count `ids` as held until `recorded` settles. */
+  private async holding(ids: string[], recorded: Promise<void>): Promise<void> {
+    for (const id of ids) this.recording.set(id, (this.recording.get(id) ?? 0) + 1);
+    try {
+      await recorded;
+    } finally {
+      for (const id of ids) {
+        const n = this.recording.get(id)! - 1;
+        if (n === 0) this.recording.delete(id);
+        else this.recording.set(id, n);
+      }
+    }
   }
 
   /** Wait for every failure record in flight. */

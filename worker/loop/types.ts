@@ -41,6 +41,11 @@ export interface WorkerOptions {
   readonly maxPrefetch?: number;
   /** Round trips in flight at once (default 1); at most the pool size. */
   readonly pipeline?: number;
+  /**
+   * After a claim fails without a reply, how long the worker keeps looking for jobs that claim
+   * may still have taken (default 30 s): a statement can commit after its client gave up.
+   */
+  readonly claimDoubtMs?: number;
 }
 
 /** What one iteration did. */

@@ -12,6 +12,8 @@ import type { IterationResult, StopResult, WorkerDeps, WorkerOptions } from './t
 import { Waker } from './wake.ts';
 
 const DEFAULT_MAX_RESULT_BYTES = 1024 * 1024;
+/** While a failed claim may still commit, how often to look again for what it took. */
+const RECONCILE_EVERY_MS = 2_000;
 
 /**
  * The worker loop: settle the runs that ended and claim more in one round trip, start the jobs,
@@ -33,6 +35,11 @@ export class Worker {
   private claiming = 0;
   private loop: Promise<void> | undefined;
   private finishedDuringStop = 0;
+  /** A claim failed without a reply: before the next claim, give back what it may have taken. */
+  private reconcileDue = false;
+  /** Until then (monotonic ms) a failed claim may still commit: reconcile now and then. */
+  private doubtUntil = Number.NEGATIVE_INFINITY;
+  private nextReconcileAt = 0;
 
   constructor(
     private readonly deps: WorkerDeps,
@@ -111,6 +118,10 @@ export class Worker {
       result = await this.deps.db.settleAndClaim(workerId, batch, limit, this.options.queues);
     } catch (error) {
       this.outcomes.putBack(batch);
+      if (limit > 0) {
+        this.reconcileDue = true;
+        this.doubtUntil = this.clock.now() + (this.options.claimDoubtMs ?? 30_000);
+      }
       throw error;
     } finally {
       this.claiming -= limit;
@@ -200,6 +211,26 @@ export class Worker {
         this.notified = false;
         more = true;
       }
+      if (this.reconcileWanted()) {
+        // Only with no claim on the wire is every job this worker does not hold a lost one.
+        if (iterations.size > 0 || this.clock.now() < pauseUntil) {
+          const now = this.clock.now();
+          await this.waker.wait(iterations.size > 0 ? this.options.pollMs : pauseUntil - now, this.stopping);
+          continue;
+        }
+        try {
+          // The claim failures go on counting: only a claim that worked ends the backoff.
+          await this.reconcile();
+        } catch (error) {
+          failures++;
+          this.deps.metrics?.dbErrors.inc({ component: 'claim' });
+          const pauseMs = backoffMs(failures, { baseMs: 200, maxMs: 5_000 });
+          pauseUntil = this.clock.now() + pauseMs;
+          this.deps.logger.warn({ err: describeError(error), retryInMs: pauseMs }, 'could not look for lost claims; retrying');
+        }
+        more = true;
+        continue;
+      }
       const wanted = this.outcomes.pending > 0 || (more && this.room() > 0);
       if (wanted && iterations.size < pipeline && this.clock.now() >= pauseUntil) {
         more = false;
@@ -229,6 +260,28 @@ export class Worker {
       if (!(await this.waker.wait(waitMs, this.stopping)) && iterations.size === 0) more = true;
     }
     await Promise.all(iterations);
+  }
+
+  private reconcileWanted(): boolean {
+    if (this.stopping || !this.deps.presence.workerId) return false;
+    const now = this.clock.now();
+    return this.reconcileDue || (now < this.doubtUntil && now >= this.nextReconcileAt);
+  }
+
+  /**
+   * Give back the jobs a failed claim took without this worker hearing of it. Called with no
+   * claim in flight, so the database's list of this worker's running jobs, less those it holds
+   * (running, buffered, or with an outcome on its way), is exactly what lost replies left.
+   */
+  private async reconcile(): Promise<void> {
+    const held = [...this.running.keys(), ...this.buffer.map((j) => j.id), ...this.outcomes.heldIds()];
+    const released = await this.deps.db.releaseUnheld(this.deps.presence.workerId!, held);
+    this.reconcileDue = false;
+    this.nextReconcileAt = this.clock.now() + RECONCILE_EVERY_MS;
+    if (released.length > 0) {
+      this.deps.metrics?.jobs.inc({ task: 'unknown', outcome: 'released' }, released.length);
+      this.deps.logger.warn({ jobs: released }, 'gave back jobs whose claim reply was lost');
+    }
   }
 
   /** Jobs the worker can take now: free slots plus prefetch, less what is held or being claimed. */

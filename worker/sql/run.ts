@@ -163,3 +163,21 @@ export async function setProgress(db: Queryable, workerId: string, id: string, a
   );
   return rowCount === 1;
 }
+
+/**
+ * Give back every job the database says this worker runs but the worker does not hold: the
+ * claims whose reply never reached it (the server committed, then the connection broke). They
+ * never started here, so the attempt is restored whatever their delivery. Call it only while no
+ * claim of this worker is in flight, or a claim still on the wire would be taken back.
+ */
+export async function releaseUnheld(db: Queryable, workerId: string, held: string[]): Promise<string[]> {
+  const { rows } = await db.query<{ id: string }>(
+    `update pgq.jobs
+        set state = 'queued', worker_id = null, attempts = attempts - 1, started_at = null
+      where worker_id = $1 and state = 'running' and id <> all($2::bigint[])
+      returning id::text`,
+    [workerId, held],
+  );
+  if (rows.length > 0) await notify(db);
+  return rows.map((r) => r.id);
+}

@@ -1,0 +1,128 @@
+/**
+ * The loop's own logic against a fake database and a manual clock: fast, and exact about timing
+ * and order. What the statements do is tested against real Postgres in queue.test.ts.
+ */
+import { describe, expect, it } from 'vitest';
+import { silentLogger } from '../worker/logger.ts';
+import { PrefetchSizer } from '../worker/loop/prefetch.ts';
+import type { WorkerOptions } from '../worker/loop/types.ts';
+import { Worker } from '../worker/loop/worker.ts';
+import type { TaskHandler } from '../worker/tasks/types.ts';
+import type { ThreadPool } from '../worker/thread-pool.ts';
+import { FakeDatabase } from './support/fake-db.ts';
+import { ManualClock, settle } from './support/manual-clock.ts';
+import { waitFor } from './harness.ts';
+
+const presence = { workerId: '1', ready: true, whenReady: () => Promise.resolve() };
+// No task here runs on threads.
+const threads = {} as ThreadPool;
+
+function loop(db: FakeDatabase, options: Partial<WorkerOptions> = {}, tasks: Record<string, TaskHandler> = {}, clock?: ManualClock) {
+  return new Worker(
+    { db, presence, tasks: new Map(Object.entries({ noop: () => null, ...tasks })), threads, logger: silentLogger, clock },
+    { concurrency: 4, batchSize: 1000, queues: null, pollMs: 1_000, retryBaseMs: 1_000, retryMaxMs: 60_000, ...options },
+  );
+}
+
+describe('prefetch sizing', () => {
+  const sizer = () => new PrefetchSizer({ concurrency: 16, horizonMs: 50, max: 2000 });
+
+  it('holds nothing until run times are known', () => {
+    expect(sizer().target()).toBe(0);
+  });
+
+  it('holds about the horizon of work at the recent run time, capped', () => {
+    const s = sizer();
+    s.observe(10);
+    expect(s.target()).toBe(80); // 16 slots x 50 ms / 10 ms
+    const fast = sizer();
+    fast.observe(0.001);
+    expect(fast.target()).toBe(2000);
+  });
+
+  it('never prefetches jobs longer than the horizon', () => {
+    const s = sizer();
+    s.observe(10);
+    for (let i = 0; i < 50; i++) s.observe(500);
+    expect(s.target()).toBe(0);
+  });
+});
+
+describe('the claim loop', () => {
+  it('keeps at most `pipeline` round trips in flight, and every job is recorded once', async () => {
+    for (const pipeline of [1, 2]) {
+      const db = new FakeDatabase();
+      db.add(3_000);
+      const w = loop(db, { pipeline, concurrency: 16 });
+      const running = w.start();
+      await waitFor(() => db.succeeded.length === 3_000, 'the drain');
+      await w.stop(0);
+      await running;
+      expect(db.maxInFlight).toBe(pipeline);
+      expect(new Set(db.succeeded.map((s) => s.id)).size).toBe(3_000);
+    }
+  });
+
+  it('asks only for free slots until run times are known, then claims ahead', async () => {
+    const db = new FakeDatabase();
+    db.add(200);
+    const w = loop(db, { concurrency: 4 });
+    expect((await w.runOnce()).requested).toBe(4);
+    await waitFor(() => w.inFlight === 0, 'the first jobs to end');
+    expect(w.prefetchTarget()).toBeGreaterThan(0);
+    expect((await w.runOnce()).requested).toBe(Math.min(1000, 4 + w.prefetchTarget()));
+    await w.stop(0);
+  });
+
+  it('backs off exponentially after failed claims (200, 400, 800 ms), then claims as usual', async () => {
+    const clock = new ManualClock();
+    const db = new FakeDatabase(() => clock.now());
+    db.add(1);
+    const transient = () => Object.assign(new Error('connection reset'), { code: 'ECONNRESET' });
+    db.failNext.push(transient(), transient(), transient());
+    const w = loop(db, {}, {}, clock);
+    const running = w.start();
+    await waitFor(() => db.claims.length === 1, 'the first claim');
+    await settle();
+    await clock.advance(199);
+    expect(db.claims.length).toBe(1);
+    await clock.advance(1);
+    await waitFor(() => db.claims.length === 2, 'the second claim');
+    await settle();
+    await clock.advance(400);
+    await waitFor(() => db.claims.length === 3, 'the third claim');
+    await settle();
+    await clock.advance(800);
+    await waitFor(() => db.claims.length >= 4, 'the fourth claim');
+    expect(db.claims.slice(0, 4).map((c) => c.at)).toEqual([0, 200, 600, 1400]);
+    await waitFor(() => db.succeeded.length === 1, 'the job to be recorded');
+    await w.stop(0);
+    await running;
+  });
+});
+
+describe('stop', () => {
+  it('hands back unstarted and at-least-once jobs, fails at-most-once ones, records what finished', async () => {
+    const db = new FakeDatabase();
+    const release: (() => void)[] = [];
+    const hang: TaskHandler = () => new Promise<void>((resolve) => release.push(resolve));
+    const w = loop(db, { concurrency: 3 }, { hang });
+    // Quick jobs first: once run times are known to be short, the next claim takes jobs ahead.
+    const quick = db.add(2, { task: 'noop' });
+    await w.runOnce();
+    await waitFor(() => w.inFlight === 0, 'the quick jobs to end');
+    const alo = db.add(2, { task: 'hang' });
+    const amo = db.add(1, { task: 'hang', delivery: 'at_most_once' });
+    const buffered = db.add(3, { task: 'hang' });
+    await w.runOnce();
+    expect(w.inFlight).toBe(6);
+    await waitFor(() => release.length === 3, 'the hanging jobs to start');
+    const result = await w.stop(0);
+    // Only what ends during the stop counts as finished within the grace period.
+    expect(result.finished).toBe(0);
+    expect(new Set(result.handedBack)).toEqual(new Set([...buffered, ...alo]));
+    expect(result.failed).toEqual(amo);
+    expect(db.succeeded.map((s) => s.id).sort()).toEqual(quick.sort());
+    expect(db.finished.map((f) => f.id)).toEqual(amo);
+  });
+});

@@ -1,0 +1,98 @@
+/**
+ * An in-memory stand-in for the loop's database operations, for fast tests of the loop's own
+ * logic (prefetch sizing, pipelining, stop, backoff). The queue's semantics are tested against
+ * real Postgres elsewhere; this fake only hands out jobs and records what the loop sent.
+ */
+import type { LoopDatabase, Succeeded } from '../../worker/loop/database.ts';
+import type { ClaimedJob, Delivery } from '../../worker/types.ts';
+
+export interface FakeJob {
+  id: string;
+  delivery?: Delivery;
+  task?: string;
+  payload?: unknown;
+}
+
+export class FakeDatabase implements LoopDatabase {
+  private queue: ClaimedJob[] = [];
+  private nextId = 1;
+  /** Errors to throw from the next settleAndClaim calls, in order. */
+  readonly failNext: unknown[] = [];
+  readonly claims: { limit: number; settled: number; at: number }[] = [];
+  readonly succeeded: Succeeded[] = [];
+  readonly retried: string[] = [];
+  readonly finished: { id: string; state: string; error: string | null }[] = [];
+  readonly handedBack: string[] = [];
+  /** Claims in flight now, and the most there ever were at once. */
+  inFlight = 0;
+  maxInFlight = 0;
+
+  constructor(private readonly now: () => number = () => performance.now()) {}
+
+  add(count: number, job: Omit<FakeJob, 'id'> = {}): string[] {
+    const ids: string[] = [];
+    for (let i = 0; i < count; i++) {
+      const id = String(this.nextId++);
+      ids.push(id);
+      const at = new Date();
+      this.queue.push({
+        id,
+        queue: 'default',
+        task: job.task ?? 'noop',
+        payload: job.payload ?? {},
+        priority: 0,
+        attempt: 1,
+        maxAttempts: job.delivery === 'at_most_once' ? 1 : 5,
+        delivery: job.delivery ?? 'at_least_once',
+        createdAt: at,
+        runAfter: at,
+        startedAt: at,
+        expiresAt: null,
+      });
+    }
+    return ids;
+  }
+
+  get queued(): number {
+    return this.queue.length;
+  }
+
+  async settleAndClaim(_workerId: string, succeeded: Succeeded[], limit: number) {
+    this.inFlight++;
+    this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
+    try {
+      await new Promise((resolve) => setImmediate(resolve));
+      this.claims.push({ limit, settled: succeeded.length, at: this.now() });
+      const failure = this.failNext.shift();
+      if (failure !== undefined) throw failure;
+      this.succeeded.push(...succeeded);
+      const claimed = this.queue.splice(0, limit);
+      return { settled: succeeded.map((s) => s.id), claimed };
+    } finally {
+      this.inFlight--;
+    }
+  }
+
+  async retry(_workerId: string, id: string): Promise<boolean> {
+    this.retried.push(id);
+    return true;
+  }
+
+  async finish(_workerId: string, finished: { id: string; state: string; error: string | null }[]): Promise<string[]> {
+    this.finished.push(...finished);
+    return finished.map((f) => f.id);
+  }
+
+  async handBack(_workerId: string, started: string[], notStarted: string[] = []): Promise<string[]> {
+    this.handedBack.push(...started, ...notStarted);
+    return [...started, ...notStarted];
+  }
+
+  async releaseUnheld(): Promise<string[]> {
+    return [];
+  }
+
+  async setProgress(): Promise<boolean> {
+    return true;
+  }
+}
