@@ -101,6 +101,22 @@ describe('the claim loop', () => {
   });
 });
 
+describe('a settle batch Postgres refuses', () => {
+  it('is halved until the refused row is found; it fails, the others are recorded as they were', async () => {
+    const db = new FakeDatabase();
+    const ids = db.add(40);
+    db.refuse = ids[17];
+    const w = loop(db, { concurrency: 8 });
+    const running = w.start();
+    await waitFor(() => db.succeeded.length === 39 && db.finished.length === 1, 'every outcome to be recorded');
+    await w.stop(0);
+    await running;
+    expect(db.finished[0]).toMatchObject({ id: ids[17], state: 'failed' });
+    expect(db.finished[0]!.error).toMatch(/^result could not be stored: unsupported Unicode escape sequence/);
+    expect(new Set(db.succeeded.map((s) => s.id))).toEqual(new Set(ids.filter((id) => id !== ids[17])));
+  });
+});
+
 describe('stop', () => {
   it('hands back unstarted and at-least-once jobs, fails at-most-once ones, records what finished', async () => {
     const db = new FakeDatabase();

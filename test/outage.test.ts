@@ -70,3 +70,25 @@ it('workers ride out a Postgres crash and restart: none exits, every job is done
   // Only jobs in flight at the crash may run again: at most one batch per worker slot.
   expect(rerun).toBeLessThanOrEqual(2 * 4 * 2);
 });
+
+it('workers ride out one backend SIGKILLed (the postmaster resets every session): none exits, every job is done', async () => {
+  await pool.query('truncate test_runs; delete from pgq.finished_jobs');
+  const total = 2_000;
+  await enqueueMany(pool, Array.from({ length: total }, () => ({ task: 'counted', payload: { workMs: 5 } })));
+  const env = { DATABASE_URL: server.url, WORKER_TASKS: path.join(root, 'test/fixtures/tasks.ts'), WORKER_CONCURRENCY: '4', LOG_LEVEL: 'error' };
+  const workers = [spawnWorker(env), spawnWorker(env)];
+  await waitFor(async () => ((await counts())?.succeeded ?? 0) >= 200, 'the drain to be under way');
+  const { rows } = await pool.query<{ pid: number }>(
+    `select pid from pg_stat_activity where application_name like 'pgq-worker %' and state is not null order by backend_start limit 1`,
+  );
+  // As the OOM killer would: the postmaster sees a backend die uncleanly and resets them all.
+  process.kill(rows[0]!.pid, 'SIGKILL');
+
+  const final = await waitFor(async () => {
+    const c = await counts();
+    return c && c.succeeded + c.failed === total ? c : undefined;
+  }, 'every job to end after the reset', 90_000);
+  expect(final).toMatchObject({ succeeded: total, failed: 0, queued: 0, running: 0 });
+  for (const w of workers) expect(w.child.exitCode, `a worker exited: ${w.stderr().slice(-400)}`).toBeNull();
+  expect((await runsPerJob(pool)).size).toBe(total);
+});

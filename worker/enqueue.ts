@@ -1,5 +1,7 @@
 import pg from 'pg';
-import { InvalidInputError } from './errors.ts';
+import { InvalidInputError, isTransient } from './errors.ts';
+import { jsonRefusal, textRefusal } from './poison.ts';
+import { withPoolClient } from './pool-client.ts';
 import * as q from './sql/enqueue.ts';
 import type { Queryable } from './sql/shared.ts';
 import { DELIVERIES, type EnqueueResult, type JobSpec } from './types.ts';
@@ -28,9 +30,8 @@ export function toRow(spec: JobSpec, where = ''): q.NewJobRow {
     throw new InvalidInputError(field('payload'), `not JSON-serialisable (${(error as Error).message})`);
   }
   if (payload === undefined) throw new InvalidInputError(field('payload'), 'not JSON-serialisable');
-  if (payload.includes('\\u0000')) {
-    throw new InvalidInputError(field('payload'), 'contains a NUL character (\\u0000), which Postgres jsonb cannot store');
-  }
+  const refusal = jsonRefusal(payload);
+  if (refusal) throw new InvalidInputError(field('payload'), refusal);
   const bytes = Buffer.byteLength(payload);
   if (bytes > MAX_PAYLOAD_BYTES) {
     throw new InvalidInputError(field('payload'), `${bytes} bytes of JSON exceeds the ${MAX_PAYLOAD_BYTES}-byte limit; store large data elsewhere and pass a reference`);
@@ -38,6 +39,10 @@ export function toRow(spec: JobSpec, where = ''): q.NewJobRow {
   const queue = spec.queue ?? 'default';
   if (typeof queue !== 'string' || queue.trim() === '' || queue.length > 100) {
     throw new InvalidInputError(field('queue'), `expected a queue name (1-100 characters), got ${JSON.stringify(spec.queue)}`);
+  }
+  for (const [name, value] of [['task', spec.task], ['queue', queue], ['idempotencyKey', spec.idempotencyKey]] as const) {
+    const problem = typeof value === 'string' ? textRefusal(value) : undefined;
+    if (problem) throw new InvalidInputError(field(name), problem);
   }
   const priority = spec.priority ?? 0;
   if (!Number.isInteger(priority) || priority < -2147483648 || priority > 2147483647) {
@@ -66,10 +71,17 @@ export function toRow(spec: JobSpec, where = ''): q.NewJobRow {
   return { task: spec.task, payload, queue, priority, runAfter, expiresAt, maxAttempts, delivery, idempotencyKey: key };
 }
 
+// Postgres timestamps run from 4713 BC to 294276 AD; a JS Date reaches further back.
+const EARLIEST_TIMESTAMP_MS = Date.UTC(-4712, 0, 1);
+const LATEST_TIMESTAMP_MS = 8.64e15;
+
 function date(value: unknown, field: string): Date | null {
   if (value === undefined || value === null) return null;
   if (!(value instanceof Date) || Number.isNaN(value.getTime())) {
     throw new InvalidInputError(field, `expected a valid Date, got ${JSON.stringify(value)}`);
+  }
+  if (value.getTime() < EARLIEST_TIMESTAMP_MS || value.getTime() >= LATEST_TIMESTAMP_MS) {
+    throw new InvalidInputError(field, `expected a date from 4713 BC to 275760 AD (what Postgres and JavaScript both hold), got ${value.toISOString()}`);
   }
   return value;
 }
@@ -110,18 +122,17 @@ export async function enqueueMany(target: Target, specs: readonly JobSpec[]): Pr
   // One statement is atomic by itself: no BEGIN/COMMIT round trips for the common bulk case.
   const oneStatement = rows.length <= MAX_ROWS_PER_STATEMENT && rows.every((r) => r.idempotencyKey === null);
   if (!(target instanceof pg.Pool) || oneStatement) return insertRows(target, rows);
-  const client = await target.connect();
-  try {
-    await client.query('begin');
-    const results = await insertRows(client, rows);
-    await client.query('commit');
-    return results;
-  } catch (error) {
-    await client.query('rollback').catch(() => {});
-    throw error;
-  } finally {
-    client.release();
-  }
+  return withPoolClient(target, async (client) => {
+    try {
+      await client.query('begin');
+      const results = await insertRows(client, rows);
+      await client.query('commit');
+      return results;
+    } catch (error) {
+      await client.query('rollback').catch(() => {});
+      throw error;
+    }
+  });
 }
 
 /**
@@ -181,14 +192,31 @@ class EnqueueBatcher {
     const batch = this.pending.splice(0, MAX_ROWS_PER_STATEMENT);
     this.inFlight++;
     try {
-      const ids = await q.insertJobs(this.pool, batch.map((p) => p.row));
-      batch.forEach((p, i) => p.resolve({ id: ids[i]!, created: true }));
-    } catch (error) {
-      for (const p of batch) p.reject(error);
+      await insertShared(this.pool, batch);
     } finally {
       this.inFlight--;
       this.schedule();
     }
+  }
+}
+
+/**
+ * Insert a shared batch. If Postgres refuses it for a reason that is not the connection, some
+ * call's row is one it cannot store although it passed validation: halve until that call is
+ * found, so only it gets the error and every other call's job is inserted.
+ */
+async function insertShared(pool: pg.Pool, batch: Pending[]): Promise<void> {
+  try {
+    const ids = await q.insertJobs(pool, batch.map((p) => p.row));
+    batch.forEach((p, i) => p.resolve({ id: ids[i]!, created: true }));
+  } catch (error) {
+    if (batch.length === 1 || isTransient(error)) {
+      for (const p of batch) p.reject(error);
+      return;
+    }
+    const half = Math.ceil(batch.length / 2);
+    await insertShared(pool, batch.slice(0, half));
+    await insertShared(pool, batch.slice(half));
   }
 }
 

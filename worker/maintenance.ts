@@ -2,6 +2,7 @@ import type pg from 'pg';
 import { describeError } from './errors.ts';
 import type { Logger } from './logger.ts';
 import type { WorkerMetrics } from './metrics.ts';
+import { withPoolClient } from './pool-client.ts';
 import * as q from './sql/maintenance.ts';
 
 export interface MaintenanceOptions {
@@ -55,34 +56,33 @@ export class Maintenance {
 
   /** One pass, in one short transaction. */
   async runOnce(): Promise<MaintenancePass> {
-    const client = await this.deps.pool.connect();
-    try {
-      await client.query('begin');
-      if (!(await q.tryMaintenanceLock(client))) {
+    return withPoolClient(this.deps.pool, async (client) => {
+      try {
+        await client.query('begin');
+        if (!(await q.tryMaintenanceLock(client))) {
+          await client.query('commit');
+          return { skipped: true, deadWorkers: [], requeued: [], failed: [], expired: 0, pruned: 0 };
+        }
+        const deadWorkers = await q.deleteDeadWorkers(client, this.options.leaseMs);
+        const slow = Date.now() - this.lastSlowPassAt >= (this.options.sweepAndPruneEveryMs ?? 60_000);
+        const { requeued, failed } = await q.rescueOrphans(client, deadWorkers, slow);
+        const limit = this.options.batchLimit ?? 5_000;
+        const expired = await q.expireJobs(client, limit);
+        await q.analyzeIfStale(client);
+        let pruned = 0;
+        if (slow) {
+          pruned = await q.pruneFinished(client, this.options.retentionMs, limit);
+          this.lastSlowPassAt = Date.now();
+        }
         await client.query('commit');
-        return { skipped: true, deadWorkers: [], requeued: [], failed: [], expired: 0, pruned: 0 };
+        const pass = { skipped: false, deadWorkers, requeued, failed, expired, pruned };
+        this.report(pass);
+        return pass;
+      } catch (error) {
+        await client.query('rollback').catch(() => {});
+        throw error;
       }
-      const deadWorkers = await q.deleteDeadWorkers(client, this.options.leaseMs);
-      const slow = Date.now() - this.lastSlowPassAt >= (this.options.sweepAndPruneEveryMs ?? 60_000);
-      const { requeued, failed } = await q.rescueOrphans(client, deadWorkers, slow);
-      const limit = this.options.batchLimit ?? 5_000;
-      const expired = await q.expireJobs(client, limit);
-      await q.analyzeIfStale(client);
-      let pruned = 0;
-      if (slow) {
-        pruned = await q.pruneFinished(client, this.options.retentionMs, limit);
-        this.lastSlowPassAt = Date.now();
-      }
-      await client.query('commit');
-      const pass = { skipped: false, deadWorkers, requeued, failed, expired, pruned };
-      this.report(pass);
-      return pass;
-    } catch (error) {
-      await client.query('rollback').catch(() => {});
-      throw error;
-    } finally {
-      client.release();
-    }
+    });
   }
 
   /** Run passes on a timer until stop(). */

@@ -9,6 +9,7 @@ import type { Logger } from './logger.ts';
 import { loadMigrations, migrate, schemaIsCurrent } from './migrate.ts';
 import { WorkerMetrics, watchQueueDepth } from './metrics.ts';
 import { cpuSampler } from './cpu.ts';
+import { withPoolClient } from './pool-client.ts';
 import { Presence } from './presence.ts';
 import { poolDatabase } from './loop/database.ts';
 import type { StopResult } from './loop/types.ts';
@@ -45,10 +46,8 @@ function version(): string {
 /** Apply migrations, waiting out a database that is not up yet; a real migration error is thrown. */
 async function migrateWhenReachable(pool: pg.Pool, logger: Logger): Promise<void> {
   for (let attempt = 1; ; attempt++) {
-    let client: pg.PoolClient | undefined;
     try {
-      client = await pool.connect();
-      const result = await migrate(client);
+      const result = await withPoolClient(pool, (client) => migrate(client));
       if (result.applied.length > 0) logger.info({ applied: result.applied }, 'migrations applied');
       return;
     } catch (error) {
@@ -56,8 +55,6 @@ async function migrateWhenReachable(pool: pg.Pool, logger: Logger): Promise<void
       const pauseMs = backoffMs(attempt, { baseMs: 200, maxMs: 5_000 });
       logger.warn({ err: describeError(error), retryInMs: pauseMs }, 'database not reachable for migrations; retrying');
       await new Promise((resolve) => setTimeout(resolve, pauseMs));
-    } finally {
-      client?.release();
     }
   }
 }

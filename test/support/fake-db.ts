@@ -16,6 +16,8 @@ export interface FakeJob {
 export class FakeDatabase implements LoopDatabase {
   private queue: ClaimedJob[] = [];
   private nextId = 1;
+  /** A job whose result the "server" refuses: any settle carrying it fails, as Postgres would. */
+  refuse: string | undefined;
   /** Errors to throw from the next settleAndClaim calls, in order. */
   readonly failNext: unknown[] = [];
   readonly claims: { limit: number; settled: number; at: number }[] = [];
@@ -65,6 +67,9 @@ export class FakeDatabase implements LoopDatabase {
       this.claims.push({ limit, settled: succeeded.length, at: this.now() });
       const failure = this.failNext.shift();
       if (failure !== undefined) throw failure;
+      if (succeeded.some((s) => s.id === this.refuse)) {
+        throw Object.assign(new Error('unsupported Unicode escape sequence'), { code: '22P05' });
+      }
       this.succeeded.push(...succeeded);
       const claimed = this.queue.splice(0, limit);
       return { settled: succeeded.map((s) => s.id), claimed };

@@ -4,6 +4,7 @@ import type { Logger } from '../logger.ts';
 import type { TaskContext, TaskRegistry } from '../tasks/types.ts';
 import type { ThreadPool } from '../thread-pool.ts';
 import type { ClaimedJob } from '../types.ts';
+import { jsonRefusal } from '../poison.ts';
 import type { ProgressReporter } from './progress.ts';
 
 /** A job this worker is running. */
@@ -82,7 +83,8 @@ export function serialiseResult(result: unknown, maxBytes: number): string | Err
     return new PermanentError(`result: not JSON-serialisable (${(error as Error).message})`);
   }
   if (json === undefined) return new PermanentError('result: not JSON-serialisable');
-  if (json.includes('\\u0000')) return new PermanentError('result: contains a NUL character (\\u0000), which Postgres jsonb cannot store');
+  const refusal = jsonRefusal(json);
+  if (refusal) return new PermanentError(`result: ${refusal}`);
   const bytes = Buffer.byteLength(json);
   if (bytes > maxBytes) return new PermanentError(`result: ${bytes} bytes of JSON exceeds the ${maxBytes}-byte limit`);
   return json;

@@ -7,6 +7,7 @@ import { backoffMs } from '../backoff.ts';
 import { sleep, type Clock } from '../clock.ts';
 import { CancelledError, PermanentError, describeError, isTransient } from '../errors.ts';
 import type { Logger } from '../logger.ts';
+import { storableText } from '../poison.ts';
 import type { WorkerMetrics } from '../metrics.ts';
 import type { ClaimedJob } from '../types.ts';
 import type { Finished, LoopDatabase, Succeeded } from './database.ts';
@@ -78,6 +79,38 @@ export class OutcomeRecorder {
     }
   }
 
+  /**
+   * A batch of successes whose record failed for a reason other than the connection: some row in
+   * it is one Postgres refuses. Halve it until the bad rows are found; each is recorded as a
+   * failure with the database's reason, the others as the successes they were. A transient error
+   * on the way puts what is left back in the batch and is thrown.
+   */
+  async isolate(workerId: string, batch: Succeeded[], settle: (part: Succeeded[]) => Promise<string[]>): Promise<void> {
+    const parts = [batch];
+    while (parts.length > 0) {
+      const part = parts.shift()!;
+      try {
+        this.checkSettled(part, await settle(part));
+        continue;
+      } catch (error) {
+        if (isTransient(error)) {
+          this.putBack(parts.flat().concat(part));
+          throw error;
+        }
+        if (part.length > 1) {
+          const half = Math.ceil(part.length / 2);
+          parts.unshift(part.slice(0, half), part.slice(half));
+          continue;
+        }
+        const [bad] = part;
+        const message = storableText(`result could not be stored: ${describeError(error)}`.slice(0, 10_000));
+        this.deps.logger.warn({ jobId: bad!.id, err: message }, 'job result refused by the database; the job fails');
+        this.deps.metrics?.jobs.inc({ task: 'unknown', outcome: 'failed' });
+        this.finishInBackground(workerId, [{ id: bad!.id, attempt: bad!.attempt, state: 'failed', error: message }]);
+      }
+    }
+  }
+
   /** Record a failed run: a retry if it has attempts left and may run again, else failed for good. */
   recordFailure(workerId: string, job: ClaimedJob, error: unknown, log: () => Logger): Promise<void> {
     return this.holding([job.id], this.persist(() => this.settleFailure(workerId, job, error, log)));
@@ -114,7 +147,9 @@ export class OutcomeRecorder {
 
   private async settleFailure(workerId: string, job: ClaimedJob, error: unknown, log: () => Logger): Promise<void> {
     const { db, metrics } = this.deps;
-    const message = describeError(error).slice(0, 10_000);
+    // The handler's error text is the user's: what Postgres would refuse in it is replaced, or
+    // the failure itself could not be stored and the job would stay running.
+    const message = storableText(describeError(error).slice(0, 10_000));
     const permanent = error instanceof PermanentError;
     if (!permanent && job.delivery === 'at_least_once' && job.attempt < job.maxAttempts) {
       const delayMs = backoffMs(job.attempt, { baseMs: this.policy.retryBaseMs, maxMs: this.policy.retryMaxMs, random: this.deps.random });

@@ -1,6 +1,6 @@
 import { backoffMs } from '../backoff.ts';
 import { systemClock, type Clock } from '../clock.ts';
-import { CancelledError, describeError } from '../errors.ts';
+import { CancelledError, describeError, isTransient } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { ClaimedJob } from '../types.ts';
 import { abortRun, executeHandler, type Run } from './execute.ts';
@@ -8,6 +8,7 @@ import { releaseUnfinished } from './release.ts';
 import { OutcomeRecorder } from './outcomes.ts';
 import { PrefetchSizer } from './prefetch.ts';
 import { ProgressReporter } from './progress.ts';
+import type { Succeeded } from './database.ts';
 import type { IterationResult, StopResult, WorkerDeps, WorkerOptions } from './types.ts';
 import { Waker } from './wake.ts';
 
@@ -117,7 +118,11 @@ export class Worker {
     try {
       result = await this.deps.db.settleAndClaim(workerId, batch, limit, this.options.queues);
     } catch (error) {
-      this.outcomes.putBack(batch);
+      if (batch.length > 0 && !isTransient(error)) {
+        await this.outcomes.isolate(workerId, batch, (part) => this.settleOnly(workerId, part));
+      } else {
+        this.outcomes.putBack(batch);
+      }
       if (limit > 0) {
         this.reconcileDue = true;
         this.doubtUntil = this.clock.now() + (this.options.claimDoubtMs ?? 30_000);
@@ -184,9 +189,17 @@ export class Worker {
     const workerId = this.deps.presence.workerId;
     while (workerId && this.outcomes.pending > 0) {
       const batch = this.outcomes.takeBatch();
-      const result = await this.deps.db.settleAndClaim(workerId, batch, 0, this.options.queues);
-      this.outcomes.checkSettled(batch, result.settled);
+      try {
+        this.outcomes.checkSettled(batch, await this.settleOnly(workerId, batch));
+      } catch (error) {
+        if (isTransient(error)) {
+          this.outcomes.putBack(batch);
+          throw error;
+        }
+        await this.outcomes.isolate(workerId, batch, (part) => this.settleOnly(workerId, part));
+      }
     }
+    await this.outcomes.whenPersisted();
   }
 
   /**
@@ -260,6 +273,11 @@ export class Worker {
       if (!(await this.waker.wait(waitMs, this.stopping)) && iterations.size === 0) more = true;
     }
     await Promise.all(iterations);
+  }
+
+  /** Record successes without claiming; the ids recorded. */
+  private async settleOnly(workerId: string, batch: Succeeded[]): Promise<string[]> {
+    return (await this.deps.db.settleAndClaim(workerId, batch, 0, this.options.queues)).settled;
   }
 
   private reconcileWanted(): boolean {
