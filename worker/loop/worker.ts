@@ -1,20 +1,18 @@
 import { backoffMs } from '../backoff.ts';
 import { systemClock, type Clock } from '../clock.ts';
 import { CancelledError, describeError, isTransient } from '../errors.ts';
-import type { Logger } from '../logger.ts';
 import type { ClaimedJob } from '../types.ts';
-import { abortRun, executeHandler, type Run } from './execute.ts';
+import { ClaimDoubt } from './claim-doubt.ts';
+import { abortRun, type Run } from './execute.ts';
+import { runJob } from './job-run.ts';
 import { releaseUnfinished } from './release.ts';
 import { OutcomeRecorder } from './outcomes.ts';
 import { PrefetchSizer } from './prefetch.ts';
-import { ProgressReporter } from './progress.ts';
 import type { Succeeded } from './database.ts';
 import type { IterationResult, StopResult, WorkerDeps, WorkerOptions } from './types.ts';
 import { Waker } from './wake.ts';
 
 const DEFAULT_MAX_RESULT_BYTES = 1024 * 1024;
-/** While a failed claim may still commit, how often to look again for what it took. */
-const RECONCILE_EVERY_MS = 2_000;
 
 /**
  * The worker loop: settle the runs that ended and claim more in one round trip, start the jobs,
@@ -36,11 +34,7 @@ export class Worker {
   private claiming = 0;
   private loop: Promise<void> | undefined;
   private finishedDuringStop = 0;
-  /** A claim failed without a reply: before the next claim, give back what it may have taken. */
-  private reconcileDue = false;
-  /** Until then (monotonic ms) a failed claim may still commit: reconcile now and then. */
-  private doubtUntil = Number.NEGATIVE_INFINITY;
-  private nextReconcileAt = 0;
+  private readonly doubt: ClaimDoubt;
 
   constructor(
     private readonly deps: WorkerDeps,
@@ -48,6 +42,7 @@ export class Worker {
   ) {
     this.clock = deps.clock ?? systemClock;
     this.waker = new Waker(this.clock);
+    this.doubt = new ClaimDoubt(this.clock, options.claimDoubtMs ?? 30_000);
     this.prefetch = new PrefetchSizer({ concurrency: options.concurrency, horizonMs: options.prefetchHorizonMs ?? 50, max: options.maxPrefetch ?? 2000 });
     this.outcomes = new OutcomeRecorder(
       { db: deps.db, logger: deps.logger, metrics: deps.metrics, clock: this.clock, random: deps.random ?? Math.random },
@@ -123,10 +118,7 @@ export class Worker {
       } else {
         this.outcomes.putBack(batch);
       }
-      if (limit > 0) {
-        this.reconcileDue = true;
-        this.doubtUntil = this.clock.now() + (this.options.claimDoubtMs ?? 30_000);
-      }
+      if (limit > 0) this.doubt.claimFailed();
       throw error;
     } finally {
       this.claiming -= limit;
@@ -224,7 +216,7 @@ export class Worker {
         this.notified = false;
         more = true;
       }
-      if (this.reconcileWanted()) {
+      if (this.doubt.wanted && !this.stopping && this.deps.presence.workerId) {
         // Only with no claim on the wire is every job this worker does not hold a lost one.
         if (iterations.size > 0 || this.clock.now() < pauseUntil) {
           const now = this.clock.now();
@@ -280,12 +272,6 @@ export class Worker {
     return (await this.deps.db.settleAndClaim(workerId, batch, 0, this.options.queues)).settled;
   }
 
-  private reconcileWanted(): boolean {
-    if (this.stopping || !this.deps.presence.workerId) return false;
-    const now = this.clock.now();
-    return this.reconcileDue || (now < this.doubtUntil && now >= this.nextReconcileAt);
-  }
-
   /**
    * Give back the jobs a failed claim took without this worker hearing of it. Called with no
    * claim in flight, so the database's list of this worker's running jobs, less those it holds
@@ -294,8 +280,7 @@ export class Worker {
   private async reconcile(): Promise<void> {
     const held = [...this.running.keys(), ...this.buffer.map((j) => j.id), ...this.outcomes.heldIds()];
     const released = await this.deps.db.releaseUnheld(this.deps.presence.workerId!, held);
-    this.reconcileDue = false;
-    this.nextReconcileAt = this.clock.now() + RECONCILE_EVERY_MS;
+    this.doubt.looked();
     if (released.length > 0) {
       this.deps.metrics?.jobs.inc({ task: 'unknown', outcome: 'released' }, released.length);
       this.deps.logger.warn({ jobs: released }, 'gave back jobs whose claim reply was lost');
@@ -312,53 +297,18 @@ export class Worker {
     this.running.set(job.id, run);
     this.deps.metrics?.inFlight.set(this.running.size);
     this.deps.metrics?.wait.observe(Math.max(0, (Date.now() - job.runAfter.getTime()) / 1000));
-    run.done = this.execute(run).finally(() => {
+    run.done = runJob(run, {
+      ...this.deps,
+      clock: this.clock,
+      prefetch: this.prefetch,
+      outcomes: this.outcomes,
+      maxResultBytes: this.options.maxResultBytes ?? DEFAULT_MAX_RESULT_BYTES,
+    }).finally(() => {
       if (this.running.get(job.id) === run) this.running.delete(job.id);
       this.pump();
       if (this.stopping) this.finishedDuringStop++;
       this.deps.metrics?.inFlight.set(this.running.size);
       this.nudge();
     });
-  }
-
-  private async execute(run: Run): Promise<void> {
-    const { job } = run;
-    // A child logger per job costs an allocation most jobs never use: made on first use.
-    let child: Logger | undefined;
-    const log = () => (child ??= this.deps.logger.child({ jobId: job.id, task: job.task, attempt: job.attempt }));
-    const startedAt = this.clock.now();
-    const startedAtDate = new Date();
-    const outcome = await executeHandler(run, {
-      tasks: this.deps.tasks,
-      threads: this.deps.threads,
-      log,
-      progress: (value) => this.progressOf(run).report(value),
-      maxResultBytes: this.options.maxResultBytes ?? DEFAULT_MAX_RESULT_BYTES,
-    });
-    const runMs = this.clock.now() - startedAt;
-    this.prefetch.observe(runMs);
-    this.deps.metrics?.duration.observe({ task: job.task }, runMs / 1000);
-    if (run.abandoned) return;
-    await run.progress?.flush();
-    const workerId = this.deps.presence.workerId!;
-    if (outcome.ok) {
-      this.outcomes.addSuccess({ id: job.id, attempt: job.attempt, resultJson: outcome.resultJson, startedAt: startedAtDate }, job.task);
-      return;
-    }
-    await this.outcomes.recordFailure(workerId, job, outcome.error, log);
-  }
-
-  /** The run's progress reporter, made on first report. */
-  private progressOf(run: Run): ProgressReporter {
-    run.progress ??= new ProgressReporter(
-      (value) => {
-        const workerId = this.deps.presence.workerId;
-        return workerId ? this.deps.db.setProgress(workerId, run.job.id, run.job.attempt, value) : Promise.resolve(false);
-      },
-      (error) => this.deps.logger.warn({ jobId: run.job.id, err: describeError(error) }, 'could not store progress'),
-      this.clock,
-    );
-    if (run.abandoned) run.progress.close();
-    return run.progress;
   }
 }
