@@ -4,7 +4,7 @@ import { CancelledError, describeError, isTransient } from '../errors.ts';
 import type { ClaimedJob } from '../types.ts';
 import { ClaimDoubt } from './claim-doubt.ts';
 import { abortRun, type Run } from './execute.ts';
-import { runJob } from './job-run.ts';
+import { runJob, type JobRunDeps } from './job-run.ts';
 import { releaseUnfinished } from './release.ts';
 import { OutcomeRecorder } from './outcomes.ts';
 import { PrefetchSizer } from './prefetch.ts';
@@ -35,6 +35,8 @@ export class Worker {
   private loop: Promise<void> | undefined;
   private finishedDuringStop = 0;
   private readonly doubt: ClaimDoubt;
+  /** What each job run needs, made once: one object per job would be garbage per job. */
+  private readonly jobDeps: JobRunDeps;
 
   constructor(
     private readonly deps: WorkerDeps,
@@ -48,6 +50,13 @@ export class Worker {
       { db: deps.db, logger: deps.logger, metrics: deps.metrics, clock: this.clock, random: deps.random ?? Math.random },
       options,
     );
+    this.jobDeps = {
+      ...deps,
+      clock: this.clock,
+      prefetch: this.prefetch,
+      outcomes: this.outcomes,
+      maxResultBytes: options.maxResultBytes ?? DEFAULT_MAX_RESULT_BYTES,
+    };
   }
 
   /** Jobs executing now or claimed and waiting in the buffer. */
@@ -297,13 +306,7 @@ export class Worker {
     this.running.set(job.id, run);
     this.deps.metrics?.inFlight.set(this.running.size);
     this.deps.metrics?.wait.observe(Math.max(0, (Date.now() - job.runAfter.getTime()) / 1000));
-    run.done = runJob(run, {
-      ...this.deps,
-      clock: this.clock,
-      prefetch: this.prefetch,
-      outcomes: this.outcomes,
-      maxResultBytes: this.options.maxResultBytes ?? DEFAULT_MAX_RESULT_BYTES,
-    }).finally(() => {
+    run.done = runJob(run, this.jobDeps).finally(() => {
       if (this.running.get(job.id) === run) this.running.delete(job.id);
       this.pump();
       if (this.stopping) this.finishedDuringStop++;
