@@ -38,7 +38,7 @@ function problems(raw: RawConfig): string[] {
 describe('Pulumi.yaml', () => {
   test('runs infra/ with tsx as a native ESM program', () => {
     expect(project.name).toBe('gcpmig-pgqueue');
-    expect(project.main).toBe('infra/');
+    expect(project.main).toBe('infra/index.ts');
     expect(fs.existsSync(new URL('../../infra/index.ts', import.meta.url))).toBe(true);
     expect(project.runtime).toEqual({ name: 'nodejs', options: { typescript: false, nodeargs: '--import tsx' } });
   });
