@@ -109,7 +109,7 @@ try {
   const uid = await podman('exec', NAME, 'id', '-u');
   check('the worker runs as a non-root user', uid !== '' && uid !== '0', `uid ${uid}`);
   // The VM passes this uid explicitly; the Dockerfile's USER must be the same user.
-  const imageUid = await podman('run', '--rm', '--runtime', 'runc', '--entrypoint', 'id', image, '-u');
+  const imageUid = await podman(...PODMAN_RUN, '--rm', '--entrypoint', 'id', image, '-u');
   check(`the image's USER is uid ${CONTAINER_UID}, the uid the VM runs it as`, imageUid === String(CONTAINER_UID), `uid ${imageUid}`);
   if (nodeVersion) {
     const version = await podman('exec', NAME, 'node', '--version');
