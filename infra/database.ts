@@ -1,5 +1,6 @@
 import * as gcp from '@pulumi/gcp';
 import * as pulumi from '@pulumi/pulumi';
+import { caBundle } from './ca-bundle.ts';
 import { childOptions } from './options.ts';
 
 export interface DatabaseArgs {
@@ -37,7 +38,7 @@ export class Database extends pulumi.ComponentResource {
   readonly instanceName: pulumi.Output<string>;
   readonly connectionName: pulumi.Output<string>;
   readonly privateIp: pulumi.Output<string>;
-  /** PEM bundle of the instance's server CA certificates (more than one during a rotation). */
+  /** PEM bundle of every CA the instance trusts (the current and any upcoming CA, see caBundle). */
   readonly serverCaPem: pulumi.Output<string>;
   readonly databaseName: pulumi.Output<string>;
   readonly userName: pulumi.Output<string>;
@@ -123,9 +124,9 @@ export class Database extends pulumi.ComponentResource {
     this.instanceName = instance.name;
     this.connectionName = instance.connectionName;
     this.privateIp = instance.privateIpAddress;
-    this.serverCaPem = instance.serverCaCerts.apply((certs) =>
-      certs.map((c) => c.cert.trim()).filter((c) => c !== '').join('\n'),
-    );
+    this.serverCaPem = gcp.sql
+      .getCaCertsOutput({ instance: instance.name }, { parent: this })
+      .apply((result) => caBundle(result.certs));
     this.databaseName = database.name;
     this.userName = user.name;
     this.passwordSecretId = secret.id;

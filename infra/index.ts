@@ -7,9 +7,10 @@ import { fileURLToPath } from 'node:url';
 import * as gcp from '@pulumi/gcp';
 import * as pulumi from '@pulumi/pulumi';
 import { loadConfig } from './config.ts';
+import { backlogMetricFilter, BACKLOG_METRIC_TYPE } from './backlog.ts';
 import { Database } from './database.ts';
 import { WorkerImage } from './image.ts';
-import { physicalPrefix, REQUIRED_APIS } from './naming.ts';
+import { physicalPrefix, requiredApis } from './naming.ts';
 import { Network } from './network.ts';
 import { Workers } from './workers.ts';
 
@@ -18,7 +19,7 @@ const stack = pulumi.getStack();
 const prefix = physicalPrefix(stack);
 
 // Every resource waits for the APIs; disabling them on destroy could break anything else in the project.
-const apis = REQUIRED_APIS.map((api) => new gcp.projects.Service(`api-${api.split('.')[0]}`, { service: api, disableOnDestroy: false }));
+const apis = requiredApis({ backlogScaling: c.backlogScaling }).map((api) => new gcp.projects.Service(`api-${api.split('.')[0]}`, { service: api, disableOnDestroy: false }));
 const after = { dependsOn: apis };
 
 const network = new Network('pgq-net', {
@@ -40,12 +41,13 @@ const image = new WorkerImage('pgq-image', {
   region: c.region, repositoryId: prefix, context: path.relative(process.cwd(), repoRoot) || '.', retainCount: c.imageRetainCount,
 }, after);
 
+// Unconfigured zones are picked once, from those UP when the group is created, and then kept (Workers).
 const zones = c.zones.length > 0
   ? pulumi.output([...c.zones])
   : gcp.compute.getZonesOutput({ region: c.region, status: 'UP' }, after).apply((z) => [...z.names].sort().slice(0, 3));
 
 const workers = new Workers('pgq-worker', {
-  project: c.project, region: c.region, zones, accountId: `${prefix}-worker`, subnetSelfLink: network.subnetSelfLink,
+  project: c.project, region: c.region, zones, zonesPinnedAtCreate: c.zones.length === 0, accountId: `${prefix}-worker`, subnetSelfLink: network.subnetSelfLink,
   imageRef: image.imageRef, repository: image.repository,
   database: {
     host: database.privateIp, name: database.databaseName, user: database.userName, sslMode: c.dbSslMode,
@@ -58,6 +60,10 @@ const workers = new Workers('pgq-worker', {
   machineType: c.machineType, bootDiskSizeGb: c.bootDiskSizeGb, minReplicas: c.minReplicas, maxReplicas: c.maxReplicas,
   cpuTarget: c.cpuTarget, cooldownSeconds: c.cooldownSeconds, scaleInMaxReplicas: c.scaleInMaxReplicas,
   scaleInWindowSeconds: c.scaleInWindowSeconds, autohealInitialDelaySeconds: c.autohealInitialDelaySeconds, maxSurge: c.maxSurge,
+  rolloutTimeoutMinutes: c.rolloutTimeoutMinutes,
+  backlog: c.backlogScaling
+    ? { deployment: prefix, jobsPerVm: c.backlogJobsPerVm, intervalSeconds: c.backlogMetricIntervalSeconds }
+    : undefined,
 }, after);
 
 export const project = c.project;
@@ -66,6 +72,8 @@ export const imageRef = image.imageRef;
 export const imageDigest = image.digest;
 export const instanceGroupManager = workers.instanceGroupManagerName;
 export const instanceGroup = workers.instanceGroup;
+export const workerServiceAccount = workers.serviceAccountEmail;
+export const backlogMetric = c.backlogScaling ? `${BACKLOG_METRIC_TYPE} (${backlogMetricFilter(prefix)})` : 'off';
 export const sqlInstance = database.instanceName;
 export const sqlConnectionName = database.connectionName;
 export const sqlPrivateIp = database.privateIp;

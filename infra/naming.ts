@@ -13,6 +13,11 @@ export const REQUIRED_APIS = [
   'cloudresourcemanager.googleapis.com',
 ] as const;
 
+/** The APIs for this configuration: the backlog metric also needs Cloud Monitoring. */
+export function requiredApis(options: { backlogScaling: boolean }): string[] {
+  return options.backlogScaling ? [...REQUIRED_APIS, 'monitoring.googleapis.com'] : [...REQUIRED_APIS];
+}
+
 /**
  * A prefix for names that must be unique in the project (service account id, repository id), derived from
  * the stack so two stacks can share a project: lower-case, starting with a letter, at most 20 characters.

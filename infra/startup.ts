@@ -11,11 +11,13 @@
  * Why the password is fetched at start instead of passed in: instance metadata is readable by anything on the
  * VM and by every principal with compute.instances.get, and it is stored in the instance template. So the
  * template carries only the Secret Manager *version name*; the script reads the value with the VM's service
- * account (metadata-server token, Secret Manager over Private Google Access) into a tmpfs file that exists
- * only between `docker create` and `docker start`. Cloud SQL IAM database authentication was the other
+ * account (metadata-server token, Secret Manager over Private Google Access) into a libpq password file on
+ * tmpfs, mounted read-only into the container (PGPASSFILE). Not an environment variable: docker keeps a
+ * container's environment in its config on COS's stateful disk. Cloud SQL IAM database authentication was the other
  * option; it was rejected because its OAuth tokens expire after an hour and the worker's contract is the
  * libpq environment, read once at start, which cannot refresh a password for the pool's later connections.
  */
+import fs from 'node:fs';
 import { stringify } from 'yaml';
 
 /** Name of the systemd unit and of the container (one worker container per VM). */
@@ -25,6 +27,14 @@ export const CONTAINER_NAME = 'pgqueue-worker';
 export const STATE_DIR = '/var/lib/pgqueue';
 /** tmpfs: the password file never reaches a disk. */
 export const RUN_DIR = '/run/pgqueue';
+/** Where the container sees the password file (PGPASSFILE points here). */
+export const CONTAINER_PASSFILE_PATH = '/run/secrets/pgqueue/pgpass';
+/**
+ * The uid (and gid) the container runs as: the `node` user of the official Node image, which the Dockerfile's
+ * USER names. The run script passes it to docker explicitly and gives the password file to it alone (libpq
+ * and node-postgres ignore a password file that group or others can read).
+ */
+export const CONTAINER_UID = 1000;
 export const RUN_SCRIPT_PATH = `${STATE_DIR}/run.sh`;
 export const ENV_FILE_PATH = `${STATE_DIR}/worker.env`;
 export const SERVER_CA_PATH = `${STATE_DIR}/server-ca.pem`;
@@ -40,8 +50,16 @@ export const STOP_MARGIN_SEC = 5;
 /** Seconds systemd waits beyond docker's own stop timeout before it kills `docker start` itself. */
 export const SYSTEMD_STOP_MARGIN_SEC = 15;
 
-/** The libpq variables the container must receive (PGPASSWORD is added on the VM at start). */
-export const LIBPQ_ENV_FROM_TEMPLATE = ['PGHOST', 'PGPORT', 'PGDATABASE', 'PGUSER', 'PGSSLMODE'] as const;
+/** The libpq variables the container must receive (the password comes as a file, through PGPASSFILE). */
+export const LIBPQ_ENV_FROM_TEMPLATE = ['PGHOST', 'PGPORT', 'PGDATABASE', 'PGUSER', 'PGSSLMODE', 'PGPASSFILE'] as const;
+/** sslmodes that check the server certificate against PGSSLROOTCERT. */
+const VERIFYING_SSL_MODES = ['verify-ca', 'verify-full'];
+const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----\r?\n[A-Za-z0-9+/=\r\n]+-----END CERTIFICATE-----/g;
+
+/** The certificates of a PEM bundle, each as its own block (anything between them is dropped). */
+export function pemCertificates(pem: string): string[] {
+  return pem.match(PEM_CERTIFICATE) ?? [];
+}
 
 const IMAGE_BY_DIGEST = /^([a-z0-9.-]+(?::[0-9]+)?)\/[a-z0-9._/-]+@sha256:[0-9a-f]{64}$/;
 const SECRET_VERSION = /^projects\/[^/\s']+\/secrets\/[A-Za-z0-9_-]+\/versions\/[A-Za-z0-9_-]+$/;
@@ -60,7 +78,10 @@ export interface WorkerStartupSpec {
   readonly shutdownGraceMs: number;
   /** Port of /healthz on the host network; opened in COS's host firewall for Google's health checkers. */
   readonly healthPort: number;
-  /** PEM of the Cloud SQL server CA, mounted read-only at CONTAINER_SERVER_CA_PATH when given. */
+  /**
+   * PEM bundle of every CA the Cloud SQL instance trusts, mounted read-only at CONTAINER_SERVER_CA_PATH; required
+   * (with at least one certificate) when PGSSLMODE verifies the server.
+   */
   readonly serverCaPem?: string;
 }
 
@@ -127,6 +148,23 @@ function checkSpec(spec: WorkerStartupSpec): void {
   }
   const missing = LIBPQ_ENV_FROM_TEMPLATE.filter((key) => !spec.env[key]);
   if (missing.length > 0) throw new Error(`worker environment lacks ${missing.join(', ')}`);
+  if (spec.env.PGPASSFILE !== CONTAINER_PASSFILE_PATH) {
+    throw new Error(`PGPASSFILE must be ${CONTAINER_PASSFILE_PATH}, where the VM mounts the password file`);
+  }
+  const sslMode = spec.env.PGSSLMODE ?? '';
+  if (VERIFYING_SSL_MODES.includes(sslMode)) {
+    if (spec.env.PGSSLROOTCERT !== CONTAINER_SERVER_CA_PATH) {
+      throw new Error(`PGSSLMODE=${sslMode} needs PGSSLROOTCERT=${CONTAINER_SERVER_CA_PATH}, where the VM mounts the server CA`);
+    }
+    if (pemCertificates(spec.serverCaPem ?? '').length === 0) {
+      throw new Error(
+        `PGSSLMODE=${sslMode} needs the server CA, but the CA bundle has no certificate: every worker would fail to connect. ` +
+          'Check the Cloud SQL instance (gcloud sql ssl server-ca-certs list) or use dbSslMode require',
+      );
+    }
+  } else if (spec.env.PGSSLROOTCERT !== undefined) {
+    throw new Error(`PGSSLROOTCERT is set but PGSSLMODE=${sslMode} does not verify the server`);
+  }
   if (!Number.isInteger(spec.shutdownGraceMs) || spec.shutdownGraceMs < 0) {
     throw new Error(`shutdownGraceMs must be a non-negative integer, got ${spec.shutdownGraceMs}`);
   }
@@ -135,105 +173,54 @@ function checkSpec(spec: WorkerStartupSpec): void {
   }
 }
 
-/**
- * The script the unit runs. `run.sh serve` (the unit) pulls the image by digest and runs the worker in the
- * foreground; `run.sh exec CMD...` runs a one-off command (add-jobs, observe) in the same image with the
- * same environment, for operators who reach the VM through IAP.
- */
-export function renderRunScript(spec: WorkerStartupSpec): string {
+/** The run script as written in infra/worker-run.sh: real bash, linted, with @@NAME@@ placeholders. */
+export const RUN_SCRIPT_TEMPLATE = fs.readFileSync(new URL('./worker-run.sh', import.meta.url), 'utf8');
+
+const PLACEHOLDER = /@@([A-Z_]+)@@/g;
+
+/** The values the run script's placeholders stand for (each becomes one single-quoted shell word). */
+export function runScriptValues(spec: WorkerStartupSpec): Record<string, string> {
   checkSpec(spec);
-  const stopTimeout = containerStopTimeoutSec(spec.shutdownGraceMs);
-  const caMount = spec.serverCaPem
-    ? `    --volume ${shellQuote(`${SERVER_CA_PATH}:${CONTAINER_SERVER_CA_PATH}:ro`)} \\\n`
-    : '';
-  return `#!/bin/bash
-# Written by cloud-init from infra/startup.ts; run by ${UNIT_NAME}.
-set -euo pipefail
-
-readonly IMAGE=${shellQuote(spec.image)}
-readonly REGISTRY=${shellQuote(registryHost(spec.image))}
-readonly PASSWORD_SECRET=${shellQuote(spec.passwordSecretVersion)}
-readonly NAME=${shellQuote(CONTAINER_NAME)}
-readonly ENV_FILE=${shellQuote(ENV_FILE_PATH)}
-readonly RUN_DIR=${shellQuote(RUN_DIR)}
-readonly HEALTH_PORT=${spec.healthPort}
-readonly STOP_TIMEOUT=${stopTimeout}
-readonly METADATA='http://metadata.google.internal/computeMetadata/v1'
-readonly SECRETS_API='https://secretmanager.googleapis.com/v1'
-
-log() { echo "pgqueue: $*" >&2; }
-
-# COS has no jq or python: both JSON documents are read with sed, on fields whose alphabet is known
-# (an OAuth token, base64), so a pattern cannot be confused by the surrounding text.
-access_token() {
-  curl -fsS --retry 5 --retry-connrefused -H 'Metadata-Flavor: Google' \\
-    "$METADATA/instance/service-accounts/default/token" |
-    tr -d '\\n' | sed -n 's|.*"access_token" *: *"\\([^"]*\\)".*|\\1|p'
+  return {
+    IMAGE: spec.image,
+    REGISTRY: registryHost(spec.image),
+    PASSWORD_SECRET: spec.passwordSecretVersion,
+    CONTAINER_NAME,
+    ENV_FILE: ENV_FILE_PATH,
+    RUN_DIR,
+    HEALTH_PORT: String(spec.healthPort),
+    STOP_TIMEOUT: String(containerStopTimeoutSec(spec.shutdownGraceMs)),
+    CONTAINER_USER: `${CONTAINER_UID}:${CONTAINER_UID}`,
+    CONTAINER_PASSFILE: CONTAINER_PASSFILE_PATH,
+    SERVER_CA: spec.serverCaPem ? SERVER_CA_PATH : '',
+    CONTAINER_SERVER_CA: CONTAINER_SERVER_CA_PATH,
+  };
 }
 
-# Writes "PGPASSWORD=<secret>" to $1 byte for byte, then proves it is one env-file line.
-write_password_env() {
-  local target=$1 token payload bytes kept
-  token=$(access_token)
-  if [ -z "$token" ]; then log "no access token from the metadata server"; return 1; fi
-  payload=$(curl -fsS --retry 5 --retry-connrefused -H "Authorization: Bearer $token" \\
-    "$SECRETS_API/$PASSWORD_SECRET:access" | tr -d '\\n' |
-    sed -n 's|.*"data" *: *"\\([A-Za-z0-9+/=]*\\)".*|\\1|p')
-  if [ -z "$payload" ]; then log "Secret Manager returned no payload for $PASSWORD_SECRET"; return 1; fi
-  ( umask 077; { printf 'PGPASSWORD='; printf '%s' "$payload" | base64 -d; printf '\\n'; } > "$target" )
-  bytes=$(wc -c < "$target")
-  kept=$(tr -d '\\n\\r\\000' < "$target" | wc -c)
-  if [ "$kept" -ne $((bytes - 1)) ]; then
-    rm -f "$target"
-    log "the database password contains a line break or NUL; docker's --env-file cannot carry it"
-    return 1
-  fi
+/**
+ * Fills the template's placeholders by substitution, never by writing bash here: each value is quoted as one
+ * word, every placeholder must have a value and every value a placeholder.
+ */
+export function fillTemplate(template: string, values: Readonly<Record<string, string>>): string {
+  const used = new Set<string>();
+  const filled = template.replace(PLACEHOLDER, (_, name: string) => {
+    const value = values[name];
+    if (value === undefined) throw new Error(`the run script has a placeholder @@${name}@@ with no value`);
+    used.add(name);
+    return shellQuote(value);
+  });
+  const unused = Object.keys(values).filter((name) => !used.has(name));
+  if (unused.length > 0) throw new Error(`the run script has no placeholder for ${unused.join(', ')}`);
+  return filled;
 }
 
-serve() {
-  # COS's host firewall drops inbound traffic except SSH; the VPC firewall already limits who may connect.
-  iptables -w -C INPUT -p tcp --dport "$HEALTH_PORT" -j ACCEPT 2>/dev/null ||
-    iptables -w -A INPUT -p tcp --dport "$HEALTH_PORT" -j ACCEPT
-  docker-credential-gcr configure-docker --registries="$REGISTRY" >/dev/null
-  docker pull --quiet "$IMAGE" >/dev/null
-  docker rm --force "$NAME" >/dev/null 2>&1 || true
-  mkdir -p "$RUN_DIR"
-  local secret_env="$RUN_DIR/secret.env"
-  write_password_env "$secret_env"
-  # docker reads env files when the container is created: the password file is gone before it starts.
-  docker create --rm --name "$NAME" \\
-    --network=host \\
-    --log-driver=gcplogs \\
-    --stop-signal=SIGTERM \\
-    --stop-timeout="$STOP_TIMEOUT" \\
-    --env-file "$ENV_FILE" \\
-    --env-file "$secret_env" \\
-${caMount}    "$IMAGE" >/dev/null || { rm -f "$secret_env"; exit 1; }
-  rm -f "$secret_env"
-  exec docker start --attach "$NAME"
-}
-
-run_once() {
-  mkdir -p "$RUN_DIR"
-  # Global, not local: the EXIT trap runs after this function has returned.
-  EXEC_SECRET_ENV=$(mktemp "$RUN_DIR/exec.XXXXXX")
-  trap 'rm -f "$EXEC_SECRET_ENV"' EXIT
-  write_password_env "$EXEC_SECRET_ENV"
-  local tty=()
-  if [ -t 0 ] && [ -t 1 ]; then tty=(--tty); fi
-  docker run --rm --interactive "\${tty[@]}" \\
-    --network=host \\
-    --env-file "$ENV_FILE" \\
-    --env-file "$EXEC_SECRET_ENV" \\
-${caMount}    "$IMAGE" "$@"
-}
-
-case "\${1:-serve}" in
-  serve) serve ;;
-  exec) shift; run_once "$@" ;;
-  *) log "usage: bash $0 [serve | exec COMMAND [ARGS...]]"; exit 2 ;;
-esac
-`;
+/**
+ * The script the unit runs (infra/worker-run.sh with this VM's values). `run.sh serve` (the unit) pulls the
+ * image by digest and runs the worker in the foreground; `run.sh exec CMD...` runs a one-off command
+ * (add-jobs, observe) in the same image with the same environment, for operators who reach the VM by IAP.
+ */
+export function renderRunScript(spec: WorkerStartupSpec, template = RUN_SCRIPT_TEMPLATE): string {
+  return fillTemplate(template, runScriptValues(spec));
 }
 
 /** The systemd unit: restart forever, and stop through `docker stop` so SIGTERM reaches the worker. */
@@ -270,8 +257,7 @@ export function renderCloudInit(spec: WorkerStartupSpec): string {
     { path: UNIT_PATH, permissions: '0644', owner: 'root', content: renderUnit(spec) },
   ];
   if (spec.serverCaPem) {
-    const pem = spec.serverCaPem.endsWith('\n') ? spec.serverCaPem : `${spec.serverCaPem}\n`;
-    files.push({ path: SERVER_CA_PATH, permissions: '0644', owner: 'root', content: pem });
+    files.push({ path: SERVER_CA_PATH, permissions: '0644', owner: 'root', content: `${pemCertificates(spec.serverCaPem).join('\n')}\n` });
   }
   const document = {
     write_files: files,
@@ -297,9 +283,11 @@ export interface WorkerEnvInput {
   readonly shutdownGraceMs: number;
   readonly logLevel: string;
   readonly migrate: boolean;
+  /** More variables for the worker (e.g. the backlog metric's), added as they are. */
+  readonly extra?: Readonly<Record<string, string>>;
 }
 
-/** The container's environment, minus PGPASSWORD (which the VM adds at start). */
+/** The container's environment: no password, only where the VM mounts the password file. */
 export function workerEnvironment(input: WorkerEnvInput): Record<string, string> {
   const env: Record<string, string> = {
     PGHOST: input.dbHost,
@@ -307,6 +295,7 @@ export function workerEnvironment(input: WorkerEnvInput): Record<string, string>
     PGDATABASE: input.dbName,
     PGUSER: input.dbUser,
     PGSSLMODE: input.dbSslMode,
+    PGPASSFILE: CONTAINER_PASSFILE_PATH,
     DB_POOL_SIZE: String(input.dbPoolSize),
     WORKER_CONCURRENCY: String(input.concurrency),
     HEALTH_PORT: String(input.healthPort),
@@ -315,8 +304,10 @@ export function workerEnvironment(input: WorkerEnvInput): Record<string, string>
     MIGRATE: input.migrate ? 'true' : 'false',
   };
   if (input.queues !== '') env.WORKER_QUEUES = input.queues;
-  if (input.dbSslMode === 'verify-ca' || input.dbSslMode === 'verify-full') {
-    env.PGSSLROOTCERT = CONTAINER_SERVER_CA_PATH;
+  if (VERIFYING_SSL_MODES.includes(input.dbSslMode)) env.PGSSLROOTCERT = CONTAINER_SERVER_CA_PATH;
+  for (const [key, value] of Object.entries(input.extra ?? {})) {
+    if (key in env) throw new Error(`extra worker environment may not override ${key}`);
+    env[key] = value;
   }
   return env;
 }

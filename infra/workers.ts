@@ -1,5 +1,6 @@
 import * as gcp from '@pulumi/gcp';
 import * as pulumi from '@pulumi/pulumi';
+import { backlogMetricFilter, backlogWorkerEnv, BACKLOG_METRIC_TYPE, METRIC_WRITER_ROLE } from './backlog.ts';
 import { WORKER_TAG } from './network.ts';
 import { childOptions } from './options.ts';
 import { renderCloudInit, workerEnvironment } from './startup.ts';
@@ -23,6 +24,11 @@ export interface WorkersArgs {
   readonly accountId: string;
   /** Zones of the regional group. */
   readonly zones: pulumi.Input<pulumi.Input<string>[]>;
+  /**
+   * The zones were picked by the program, not configured: keep the ones the group was created with, because
+   * a change of zones replaces the group (every VM) and a zone briefly not UP would otherwise cause one.
+   */
+  readonly zonesPinnedAtCreate: boolean;
   readonly subnetSelfLink: pulumi.Input<string>;
   /** The worker image, by digest. */
   readonly imageRef: pulumi.Input<string>;
@@ -34,7 +40,7 @@ export interface WorkersArgs {
     readonly user: pulumi.Input<string>;
     /** libpq sslmode the workers connect with. */
     readonly sslMode: string;
-    /** PEM of the server CA, mounted for verify-ca / verify-full. */
+    /** PEM bundle of the CAs the server may present, mounted for verify-ca / verify-full. */
     readonly serverCaPem: pulumi.Input<string>;
     /** Secret holding the password (`projects/P/secrets/S`), readable by the workers alone. */
     readonly passwordSecretId: pulumi.Input<string>;
@@ -64,12 +70,21 @@ export interface WorkersArgs {
   readonly autohealInitialDelaySeconds: number;
   /** VMs created above the target during a rolling update; at least one per zone. */
   readonly maxSurge: number;
+  /** Minutes `pulumi up` waits for the group's VMs to be created or replaced and healthy. */
+  readonly rolloutTimeoutMinutes: number;
+  /** Scale on the backlog metric too; undefined scales on CPU alone. */
+  readonly backlog?: {
+    /** Value of the metric's deployment label (unique per stack in a project). */
+    readonly deployment: string;
+    readonly jobsPerVm: number;
+    readonly intervalSeconds: number;
+  };
 }
 
 /**
  * The worker fleet: its service account and grants, an instance template on COS with no external IP, an HTTP
- * health check, a regional managed instance group with autohealing and proactive rolling updates, and a
- * CPU autoscaler.
+ * health check, a regional managed instance group with autohealing and proactive rolling updates, and an
+ * autoscaler on CPU (and, opted in, on the backlog metric).
  */
 export class Workers extends pulumi.ComponentResource {
   readonly serviceAccountEmail: pulumi.Output<string>;
@@ -87,7 +102,8 @@ export class Workers extends pulumi.ComponentResource {
       child,
     );
     const member = pulumi.interpolate`serviceAccount:${account.email}`;
-    const grants: pulumi.Resource[] = WORKER_PROJECT_ROLES.map(
+    const projectRoles = args.backlog ? [...WORKER_PROJECT_ROLES, METRIC_WRITER_ROLE] : [...WORKER_PROJECT_ROLES];
+    const grants: pulumi.Resource[] = projectRoles.map(
       (role) =>
         new gcp.projects.IAMMember(
           `${name}-${role.replace(/^roles\//, '').replace(/\./g, '-')}`,
@@ -115,9 +131,10 @@ export class Workers extends pulumi.ComponentResource {
 
     const db = args.database;
     const worker = args.worker;
+    const backlog = args.backlog;
     const userData = pulumi
-      .all([args.imageRef, db.host, db.name, db.user, db.serverCaPem, db.passwordSecretVersion])
-      .apply(([image, host, dbName, user, serverCaPem, passwordSecretVersion]) =>
+      .all([args.imageRef, db.host, db.name, db.user, db.serverCaPem, db.passwordSecretVersion, args.project])
+      .apply(([image, host, dbName, user, serverCaPem, passwordSecretVersion, project]) =>
         renderCloudInit({
           image,
           passwordSecretVersion,
@@ -137,6 +154,7 @@ export class Workers extends pulumi.ComponentResource {
             shutdownGraceMs: worker.shutdownGraceMs,
             logLevel: worker.logLevel,
             migrate: worker.migrate,
+            extra: backlog ? backlogWorkerEnv({ project, deployment: backlog.deployment, intervalSeconds: backlog.intervalSeconds }) : {},
           }),
         }),
       );
@@ -213,11 +231,25 @@ export class Workers extends pulumi.ComponentResource {
         },
         // A repaired VM comes back on the current template, not the one it was created with.
         instanceLifecyclePolicy: { forceUpdateOnRepair: 'YES', defaultActionOnFailure: 'REPAIR' },
-        // `pulumi up` returns when the rollout is done, and fails if the new VMs never become healthy.
+        // The first deploy creates minReplicas VMs itself instead of leaving a group of 0 for the autoscaler
+        // (created after the group) to fill: with nothing to wait for, `pulumi up` would report success
+        // without a single healthy VM. Afterwards the autoscaler owns the size (ignoreChanges below).
+        targetSize: args.minReplicas,
+        // `pulumi up` returns when every VM runs the current template and is stable — a VM is VERIFYING, not
+        // stable, until the autohealing health check reports it HEALTHY — and fails at the timeout otherwise.
         waitForInstances: true,
         waitForInstancesStatus: 'UPDATED',
       },
-      child,
+      {
+        ...child,
+        ignoreChanges: ['targetSize', ...(args.zonesPinnedAtCreate ? ['distributionPolicyZones'] : [])],
+        // The provider's default (15 min) can cut a healthy rollout of a large group short.
+        customTimeouts: {
+          create: `${args.rolloutTimeoutMinutes}m`,
+          update: `${args.rolloutTimeoutMinutes}m`,
+          delete: `${args.rolloutTimeoutMinutes}m`,
+        },
+      },
     );
 
     new gcp.compute.RegionAutoscaler(
@@ -231,6 +263,18 @@ export class Workers extends pulumi.ComponentResource {
           maxReplicas: args.maxReplicas,
           cooldownPeriod: args.cooldownSeconds,
           cpuUtilization: { target: args.cpuTarget },
+          // With several signals the autoscaler follows whichever asks for the most VMs.
+          ...(backlog
+            ? {
+                metrics: [
+                  {
+                    name: BACKLOG_METRIC_TYPE,
+                    filter: backlogMetricFilter(backlog.deployment),
+                    singleInstanceAssignment: backlog.jobsPerVm,
+                  },
+                ],
+              }
+            : {}),
           scaleInControl: {
             maxScaledInReplicas: { fixed: args.scaleInMaxReplicas },
             timeWindowSec: args.scaleInWindowSeconds,

@@ -12,13 +12,18 @@
 #                                                scripts/db-tunnel.sh run add-jobs 2000 500 --task burn
 #
 # Needs: gcloud (logged in), pulumi (to read the stack's outputs), node. IAM: roles/iap.tunnelResourceAccessor
-# and roles/compute.osAdminLogin (run needs sudo on the VM; tunnel alone needs roles/compute.osLogin);
-# env/psql also need roles/secretmanager.secretAccessor on the password secret and roles/cloudsql.viewer.
+# and roles/compute.osAdminLogin (run needs sudo on the VM; tunnel alone needs roles/compute.osLogin), plus
+# roles/iam.serviceAccountUser on the workers' service account (output workerServiceAccount): OS Login to a
+# VM that runs as a service account requires it. env/psql also need roles/secretmanager.secretAccessor on the
+# password secret and roles/cloudsql.viewer.
+#
+# Written for bash 3.2 (macOS's /bin/bash) too: no arrays, since expanding an empty one under `set -u` is an
+# error before bash 4.4.
 set -euo pipefail
 
-STACK_ARGS=()
+STACK=
 if [ "${1:-}" = --stack ]; then
-  STACK_ARGS=(--stack "${2:?--stack needs a name}")
+  STACK=${2:?--stack needs a name}
   shift 2
 fi
 COMMAND=${1:-tunnel}
@@ -28,7 +33,10 @@ die() { echo "db-tunnel: $*" >&2; exit 1; }
 command -v gcloud >/dev/null || die "gcloud is not installed (https://cloud.google.com/sdk/docs/install)"
 command -v pulumi >/dev/null || die "pulumi is not installed"
 
-OUTPUTS=$(pulumi stack output --json "${STACK_ARGS[@]}") || die "cannot read the stack's outputs (run from the repository, after pulumi up)"
+stack_outputs() {
+  if [ -n "$STACK" ]; then pulumi stack output --json --stack "$STACK"; else pulumi stack output --json; fi
+}
+OUTPUTS=$(stack_outputs) || die "cannot read the stack's outputs (run from the repository, after pulumi up)"
 output() {
   node -e 'const o = JSON.parse(process.argv[1]); const v = o[process.argv[2]]; if (v === undefined) process.exit(1); console.log(v)' \
     "$OUTPUTS" "$1" || die "the stack has no output '$1'"
@@ -52,11 +60,12 @@ pick_vm() {
   echo "${zone%%/*} ${uri##*/}"
 }
 
+# Every CA the instance trusts (current and upcoming), like the workers' bundle, so a rotation breaks neither.
 ca_file() {
   local file="${XDG_CACHE_HOME:-$HOME/.cache}/gcpmig-pgqueue/$SQL_INSTANCE-server-ca.pem"
   mkdir -p "$(dirname "$file")"
-  gcloud sql instances describe "$SQL_INSTANCE" --project "$PROJECT" --format='value(serverCaCert.cert)' > "$file"
-  [ -s "$file" ] || die "could not read the server CA of $SQL_INSTANCE"
+  gcloud sql ssl server-ca-certs list --instance "$SQL_INSTANCE" --project "$PROJECT" --format='value(cert)' > "$file"
+  grep -q -- '-----BEGIN CERTIFICATE-----' "$file" || die "could not read the server CAs of $SQL_INSTANCE"
   echo "$file"
 }
 
@@ -69,9 +78,18 @@ case "$COMMAND" in
     PORT=${1:-15432}
     read -r ZONE VM < <(pick_vm)
     echo "db-tunnel: 127.0.0.1:$PORT -> $SQL_IP:5432 through $VM ($ZONE) over IAP; Ctrl-C closes" >&2
-    echo "db-tunnel: in another shell: eval \"\$(scripts/db-tunnel.sh ${STACK_ARGS[*]} env $PORT)\"" >&2
-    exec gcloud compute ssh "$VM" --zone "$ZONE" --project "$PROJECT" --tunnel-through-iap \
-      -- -N -o ExitOnForwardFailure=yes -L "127.0.0.1:$PORT:$SQL_IP:5432"
+    echo "db-tunnel: in another shell: eval \"\$(scripts/db-tunnel.sh${STACK:+ --stack $STACK} env $PORT)\"" >&2
+    # sshd answers a refused forward with "administratively prohibited" when AllowTcpForwarding is off;
+    # say what still works instead of leaving a tunnel that silently drops every connection.
+    status=0
+    gcloud compute ssh "$VM" --zone "$ZONE" --project "$PROJECT" --tunnel-through-iap \
+      -- -N -o ExitOnForwardFailure=yes -L "127.0.0.1:$PORT:$SQL_IP:5432" 2> >(tee "${TMPDIR:-/tmp}/db-tunnel.$$.err" >&2) ||
+      status=$?
+    if grep -q 'administratively prohibited' "${TMPDIR:-/tmp}/db-tunnel.$$.err" 2>/dev/null; then
+      echo "db-tunnel: the VM's sshd refuses TCP forwarding; use 'scripts/db-tunnel.sh${STACK:+ --stack $STACK} run observe' instead" >&2
+    fi
+    rm -f "${TMPDIR:-/tmp}/db-tunnel.$$.err"
+    exit "$status"
     ;;
   env)
     PORT=${1:-15432}
@@ -97,13 +115,14 @@ case "$COMMAND" in
     esac
     read -r ZONE VM < <(pick_vm)
     REMOTE="sudo bash /var/lib/pgqueue/run.sh exec node dist/scripts/$SCRIPT.js"
-    for arg in "$@"; do REMOTE+=" $(printf '%q' "$arg")"; done
-    TTY=()
-    [ -t 0 ] && [ -t 1 ] && TTY=(-- -t)
-    exec gcloud compute ssh "$VM" --zone "$ZONE" --project "$PROJECT" --tunnel-through-iap --command "$REMOTE" "${TTY[@]}"
+    for arg in "$@"; do REMOTE="$REMOTE $(printf '%q' "$arg")"; done
+    if [ -t 0 ] && [ -t 1 ]; then
+      exec gcloud compute ssh "$VM" --zone "$ZONE" --project "$PROJECT" --tunnel-through-iap --command "$REMOTE" -- -t
+    fi
+    exec gcloud compute ssh "$VM" --zone "$ZONE" --project "$PROJECT" --tunnel-through-iap --command "$REMOTE"
     ;;
   *)
-    sed -n '2,16p' "$0" >&2
+    sed -n '2,22p' "$0" >&2
     exit 2
     ;;
 esac

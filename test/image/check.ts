@@ -1,9 +1,11 @@
 /**
- * Runs the built worker image with podman and checks what the deployment relies on: it runs as a non-root
- * user, answers /healthz and /readyz against a real Postgres, completes a job, carries add-jobs and observe,
- * and drains to exit 0 on SIGTERM well inside its stop timeout. Called by scripts/test-image.sh.
+ * Runs the built worker image with podman the way a VM does — the VM's user, the password as a read-only
+ * libpq password file (no PGPASSWORD) — and checks what the deployment relies on: it runs the Dockerfile's
+ * Node release as a non-root user, answers /healthz and /readyz against a real Postgres (which checks
+ * passwords), completes a job, carries add-jobs and observe, and drains to exit 0 on SIGTERM well inside its
+ * stop timeout. Called by scripts/test-image.sh.
  *
- * Usage: node --import tsx test/image/check.ts IMAGE
+ * Usage: node --import tsx test/image/check.ts IMAGE [NODE_VERSION]
  */
 import { execFile, execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -13,10 +15,12 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import { freePort, startLocalPostgres, type LocalPostgres } from '../../scripts/local-postgres.ts';
+import { CONTAINER_PASSFILE_PATH, CONTAINER_UID } from '../../infra/startup.ts';
 import { enqueue, getJob } from '../../worker/index.ts';
 
 const run = promisify(execFile);
 const image = process.argv[2];
+const nodeVersion = process.argv[3];
 if (!image) {
   console.error('usage: check.ts IMAGE');
   process.exit(2);
@@ -73,7 +77,13 @@ try {
 
   const healthPort = await freePort();
   envDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pgq-image-env-'));
+  fs.chmodSync(envDir, 0o755);
   const envFile = path.join(envDir, 'worker.env');
+  // What the VM's run script writes: a libpq password file, 0600, owned by the container's user.
+  const passfile = path.join(envDir, 'pgpass');
+  const password = decodeURIComponent(dbUrl.password).replace(/\\/g, '\\\\').replace(/:/g, '\\:');
+  fs.writeFileSync(passfile, `*:*:*:*:${password}\n`, { mode: 0o600 });
+  fs.chownSync(passfile, CONTAINER_UID, CONTAINER_UID);
   fs.writeFileSync(
     envFile,
     [
@@ -81,7 +91,7 @@ try {
       `PGPORT=${dbUrl.port}`,
       `PGDATABASE=${database}`,
       `PGUSER=${decodeURIComponent(dbUrl.username)}`,
-      `PGPASSWORD=${decodeURIComponent(dbUrl.password)}`,
+      `PGPASSFILE=${CONTAINER_PASSFILE_PATH}`,
       'PGSSLMODE=disable',
       `HEALTH_PORT=${healthPort}`,
       `SHUTDOWN_GRACE_MS=${GRACE_MS}`,
@@ -91,10 +101,22 @@ try {
     { mode: 0o600 },
   );
 
-  await podman(...PODMAN_RUN, '--detach', '--name', NAME, '--env-file', envFile, '--stop-timeout', String(GRACE_MS / 1000 + 5), image);
+  await podman(
+    ...PODMAN_RUN, '--detach', '--name', NAME, '--user', `${CONTAINER_UID}:${CONTAINER_UID}`, '--env-file', envFile,
+    '--volume', `${passfile}:${CONTAINER_PASSFILE_PATH}:ro`, '--stop-timeout', String(GRACE_MS / 1000 + 5), image,
+  );
 
   const uid = await podman('exec', NAME, 'id', '-u');
   check('the worker runs as a non-root user', uid !== '' && uid !== '0', `uid ${uid}`);
+  // The VM passes this uid explicitly; the Dockerfile's USER must be the same user.
+  const imageUid = await podman(...PODMAN_RUN, '--rm', '--entrypoint', 'id', image, '-u');
+  check(`the image's USER is uid ${CONTAINER_UID}, the uid the VM runs it as`, imageUid === String(CONTAINER_UID), `uid ${imageUid}`);
+  if (nodeVersion) {
+    const version = await podman('exec', NAME, 'node', '--version');
+    check(`the image runs Node ${nodeVersion}`, version === `v${nodeVersion}`, version);
+  }
+  const env = await podman('exec', NAME, 'printenv');
+  check('no password in the container environment', !/^PGPASSWORD=/m.test(env));
   const pid1 = await podman('exec', NAME, 'cat', '/proc/1/cmdline');
   check('node is PID 1 (signals reach it directly)', pid1.split('\0')[0] === 'node', JSON.stringify(pid1));
   const writable = await podman('exec', NAME, 'sh', '-c', 'test -w /app/dist && echo yes || echo no');

@@ -38,7 +38,7 @@ function problems(raw: RawConfig): string[] {
 describe('Pulumi.yaml', () => {
   test('runs infra/ with tsx as a native ESM program', () => {
     expect(project.name).toBe('gcpmig-pgqueue');
-    expect(project.main).toBe('infra/');
+    expect(project.main).toBe('infra/index.ts');
     expect(fs.existsSync(new URL('../../infra/index.ts', import.meta.url))).toBe(true);
     expect(project.runtime).toEqual({ name: 'nodejs', options: { typescript: false, nodeargs: '--import tsx' } });
   });
@@ -122,7 +122,7 @@ describe('validation messages name the knob', () => {
     [{ zones: '["us-central1-a","europe-west1-b"]' }, 'zone "europe-west1-b" is not in region us-central1'],
     [{ zones: 'us-central1-a' }, 'zones must be a list of zone names'],
     [{ healthPort: '80' }, 'healthPort must be a whole number from 1024 to 65535 (the container runs as a non-root user)'],
-    [{ shutdownGraceMs: '90000' }, 'shutdownGraceMs must be a whole number from 0 to 60000'],
+    [{ shutdownGraceMs: '90000' }, 'shutdownGraceMs must be a whole number from 0 to 45000'],
     [{ dbVersion: 'POSTGRES_13' }, 'dbVersion must be POSTGRES_14 or newer'],
     [{ dbEdition: 'ENTERPRISE_PLUS' }, 'dbTier db-g1-small is not available in the ENTERPRISE_PLUS edition'],
     [{ dbSslMode: 'disable' }, 'dbSslMode must be one of require, verify-ca'],

@@ -2,7 +2,7 @@
 import fs from 'node:fs';
 import { describe, expect, test } from 'vitest';
 import { Copy, type Instruction } from 'dockerfile-ast';
-import { parseStages, runtimeImage, type Stage } from './dockerfile.ts';
+import { nodeImageVersion, parseStages, runtimeImage, type Stage } from './dockerfile.ts';
 
 const { stages, args } = parseStages();
 const runtime = stages.at(-1)!;
@@ -14,8 +14,9 @@ function text(instruction: Instruction): string {
 const lines = (stage: Stage, keyword: string) => stage.instructions.filter((i) => i.getKeyword() === keyword).map(text);
 
 describe('Dockerfile', () => {
-  test('every stage starts from the slim Node 20 image', () => {
-    expect(args.get('NODE_IMAGE')).toBe('node:20-bookworm-slim');
+  test('every stage starts from one exact Node 24 LTS slim image', () => {
+    expect(args.get('NODE_IMAGE')).toMatch(/^node:24\.\d+\.\d+-bookworm-slim$/);
+    expect(nodeImageVersion()).toMatch(/^24\.\d+\.\d+$/);
     expect(stages.length).toBeGreaterThanOrEqual(2);
     for (const stage of stages) expect(stage.from).toBe('${NODE_IMAGE}');
   });

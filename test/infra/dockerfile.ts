@@ -64,3 +64,11 @@ export function runtimeImage(): { cmd: string[]; workdir: string; env: Record<st
   }
   return { cmd, workdir, env, user };
 }
+
+/** The exact Node release of the base image (`24.x.y` from `node:24.x.y-bookworm-slim`). */
+export function nodeImageVersion(content?: string): string {
+  const image = parseStages(content).args.get('NODE_IMAGE') ?? '';
+  const version = /^node:(\d+\.\d+\.\d+)-/.exec(image)?.[1];
+  if (!version) throw new Error(`NODE_IMAGE must name an exact release (node:X.Y.Z-...), got "${image}"`);
+  return version;
+}

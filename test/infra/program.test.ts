@@ -9,6 +9,7 @@ import { HEALTH_CHECK_RANGES, IAP_RANGE, WORKER_TAG } from '../../infra/network.
 import { REQUIRED_APIS } from '../../infra/naming.ts';
 import { WORKER_PROJECT_ROLES, WORKER_REPOSITORY_ROLE, WORKER_SECRET_ROLE } from '../../infra/workers.ts';
 import {
+  CA_NEXT_PEM,
   CA_PEM,
   DIGEST_A,
   DIGEST_B,
@@ -17,6 +18,7 @@ import {
   PASSWORD,
   runProgram,
   ZONES,
+  runProgram as run,
   type ProgramRun,
   type Recorded,
 } from './pulumi-harness.ts';
@@ -299,8 +301,6 @@ describe('instance group', () => {
       expect(policy.maxUnavailablePercent).toBeUndefined();
       expect(policy.maxSurgeFixed).toBe(surge);
       expect(policy.maxSurgeFixed).toBeGreaterThanOrEqual(group.inputs.distributionPolicyZones.length);
-      // The autoscaler owns the size.
-      expect(group.inputs.targetSize).toBeUndefined();
     }
     expect(defaults.one(T.group).inputs.distributionPolicyZones).toEqual([...ZONES].sort().slice(0, 3));
     expect(custom.one(T.group).inputs.distributionPolicyZones).toEqual(CUSTOM.zones);
@@ -355,9 +355,12 @@ describe('outputs', () => {
     expect(JSON.stringify(o)).not.toContain(PASSWORD);
   });
 
-  test('the server CA reaches the VM for verify-ca', () => {
+  test('every CA the instance trusts reaches the VM for verify-ca (the upcoming one too, for rotations)', () => {
     const template = defaults.one(T.template);
-    expect(writtenFile(userData(template), '/var/lib/pgqueue/server-ca.pem').trim()).toBe(CA_PEM);
+    const bundle = writtenFile(userData(template), '/var/lib/pgqueue/server-ca.pem');
+    expect(bundle.split('-----BEGIN CERTIFICATE-----')).toHaveLength(3);
+    expect(bundle).toContain(CA_PEM);
+    expect(bundle).toContain(CA_NEXT_PEM);
     const env = writtenFile(userData(template), '/var/lib/pgqueue/worker.env');
     expect(env).toContain('PGSSLMODE=verify-ca\n');
     expect(env).toContain('PGSSLROOTCERT=/etc/pgqueue/server-ca.pem\n');
@@ -375,5 +378,99 @@ describe('configuration errors stop the program', () => {
 
   test('a missing password is named with the command that sets it', async () => {
     await expect(loadConfigWith({ 'gcp:project': GCP_PROJECT })).rejects.toThrow(/pulumi config set --secret dbPassword/);
+  });
+});
+
+describe('the first deploy waits for a healthy VM', () => {
+  test('the group is created with minReplicas VMs and waits until they are healthy and current', () => {
+    for (const [run, min] of [
+      [defaults, 1],
+      [custom, 2],
+    ] as const) {
+      const group = run.one(T.group);
+      expect(group.inputs.targetSize).toBe(min);
+      expect(group.inputs.waitForInstances).toBe(true);
+      expect(group.inputs.waitForInstancesStatus).toBe('UPDATED');
+      expect(group.inputs.autoHealingPolicies.healthCheck).toBe(`${run.one(T.healthCheck).name}_id`);
+      // From then on the autoscaler owns the size: a later `pulumi up` must not reset it.
+      expect(group.options.ignoreChanges).toContain('targetSize');
+      expect(run.one(T.autoscaler).inputs.autoscalingPolicy.minReplicas).toBe(min);
+    }
+  });
+
+  test('the group may take rolloutTimeoutMinutes to create or roll out', async () => {
+    expect(defaults.one(T.group).options.customTimeouts).toEqual({ create: '45m', update: '45m', delete: '45m' });
+    const longer = await run({ ...BASE, rolloutTimeoutMinutes: 90 });
+    expect(longer.one(T.group).options.customTimeouts).toEqual({ create: '90m', update: '90m', delete: '90m' });
+    await expect(loadConfigWith({ ...BASE, rolloutTimeoutMinutes: 10, autohealInitialDelaySeconds: 600 })).rejects.toThrow(
+      /rolloutTimeoutMinutes \(10\) must be at least 25/,
+    );
+  }, 60_000);
+});
+
+describe('zones', () => {
+  test('picked zones are kept after the group exists; configured zones are applied', () => {
+    expect(defaults.one(T.group).options.ignoreChanges).toContain('distributionPolicyZones');
+    expect(custom.one(T.group).options.ignoreChanges).not.toContain('distributionPolicyZones');
+  });
+});
+
+describe('CA rotation and TLS', () => {
+  test('require needs no CA on the VM', async () => {
+    const plain = await run({ ...BASE, dbSslMode: 'require' });
+    const data = userData(plain.one(T.template));
+    expect(() => writtenFile(data, '/var/lib/pgqueue/server-ca.pem')).toThrow();
+    expect(writtenFile(data, '/var/lib/pgqueue/worker.env')).not.toContain('PGSSLROOTCERT');
+  }, 60_000);
+});
+
+describe('backlog-aware scaling', () => {
+  let backlog: ProgramRun;
+  beforeAll(async () => {
+    backlog = await run({ ...BASE, backlogScaling: true, backlogJobsPerVm: 50, backlogMetricIntervalSeconds: 30 });
+  }, 60_000);
+
+  test('off by default: CPU only, no metric writer, no Monitoring API, no publisher env', () => {
+    const policy = defaults.one(T.autoscaler).inputs.autoscalingPolicy;
+    expect(policy.metrics).toBeUndefined();
+    expect(defaults.ofType('gcp:projects/iAMMember:IAMMember').map((g) => g.inputs.role)).toEqual(['roles/logging.logWriter']);
+    expect(defaults.ofType(T.api).map((a) => a.inputs.service)).not.toContain('monitoring.googleapis.com');
+    expect(writtenFile(userData(defaults.one(T.template)), '/var/lib/pgqueue/worker.env')).not.toContain('BACKLOG_METRIC');
+    expect(defaults.outputs.backlogMetric).toBe('off');
+  });
+
+  test('on: the autoscaler scales on CPU and on the per-group backlog metric, jobs per VM from config', () => {
+    const policy = backlog.one(T.autoscaler).inputs.autoscalingPolicy;
+    expect(policy.cpuUtilization).toEqual({ target: 0.6 });
+    expect(policy.metrics).toEqual([
+      {
+        name: 'custom.googleapis.com/pgqueue/jobs_due',
+        filter: 'resource.type = "global" AND metric.labels.deployment = "pgq-test"',
+        singleInstanceAssignment: 50,
+      },
+    ]);
+    // A per-group metric takes a single-instance assignment, never a utilization target.
+    expect(policy.metrics[0].target).toBeUndefined();
+  });
+
+  test('on: the workers get roles/monitoring.metricWriter and nothing more, and the Monitoring API is enabled', () => {
+    const roles = backlog.ofType('gcp:projects/iAMMember:IAMMember').map((g) => g.inputs.role).sort();
+    expect(roles).toEqual(['roles/logging.logWriter', 'roles/monitoring.metricWriter']);
+    expect(backlog.ofType(T.api).map((a) => a.inputs.service)).toContain('monitoring.googleapis.com');
+  });
+
+  test('on: the workers are told where and how often to write the metric', () => {
+    const env = writtenFile(userData(backlog.one(T.template)), '/var/lib/pgqueue/worker.env');
+    expect(env).toContain('BACKLOG_METRIC=true\n');
+    expect(env).toContain(`BACKLOG_METRIC_PROJECT=${GCP_PROJECT}\n`);
+    expect(env).toContain('BACKLOG_METRIC_TYPE=custom.googleapis.com/pgqueue/jobs_due\n');
+    expect(env).toContain('BACKLOG_METRIC_DEPLOYMENT=pgq-test\n');
+    expect(env).toContain('BACKLOG_METRIC_INTERVAL_S=30\n');
+  });
+
+  test('the interval cannot go below 30 s', async () => {
+    await expect(loadConfigWith({ ...BASE, backlogScaling: true, backlogMetricIntervalSeconds: 10 })).rejects.toThrow(
+      /backlogMetricIntervalSeconds must be a whole number from 30 to 600/,
+    );
   });
 });

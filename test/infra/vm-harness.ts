@@ -40,6 +40,27 @@ export interface Call {
   readonly args: string[] | string;
 }
 
+/** A bind mount as the stand-in docker saw its source when the container was created. */
+export interface Mount {
+  readonly source: string;
+  readonly target: string;
+  readonly mode?: string;
+  /** The source file's bytes, base64. */
+  readonly content: string;
+  readonly fileMode: number;
+  readonly uid: number;
+  readonly gid: number;
+}
+
+/** What docker was asked to create or run. */
+export interface ContainerSpec {
+  readonly flags: string[][];
+  readonly env: Record<string, string>;
+  readonly mounts: Mount[];
+  readonly image: string;
+  readonly cmd: string[];
+}
+
 export interface Vm {
   readonly process: ChildProcess;
   /** Everything the unit's process printed. */
@@ -47,8 +68,8 @@ export interface Vm {
   /** Calls the stand-ins recorded, in order. */
   calls(): Call[];
   /** What the stand-in docker was asked to create (`serve`) or run (`exec`). */
-  container(): { flags: string[][]; env: Record<string, string>; image: string; cmd: string[]; envFilesAtStart?: Record<string, boolean> };
-  ran(): { flags: string[][]; env: Record<string, string>; image: string; cmd: string[] };
+  container(): ContainerSpec & { envFilesAtStart?: Record<string, boolean> };
+  ran(): ContainerSpec;
   /** Resolves with the exit code of the unit's process. */
   exited(): Promise<number | null>;
   /** Runs the unit's ExecStop (with the stand-in docker), as systemd does on `systemctl stop`. */

@@ -14,7 +14,7 @@ import pg from 'pg';
 import { withClient } from '../database.ts';
 import { afterAll, beforeAll, expect, inject, test } from 'vitest';
 import { freePort } from '../../scripts/local-postgres.ts';
-import { renderCloudInit, workerEnvironment, CONTAINER_NAME } from '../../infra/startup.ts';
+import { renderCloudInit, workerEnvironment, CONTAINER_NAME, CONTAINER_PASSFILE_PATH, CONTAINER_UID } from '../../infra/startup.ts';
 import { enqueue, getJob } from '../../worker/index.ts';
 import { runtimeImage } from './dockerfile.ts';
 import { bootVm, type Vm } from './vm-harness.ts';
@@ -75,6 +75,9 @@ beforeAll(async () => {
   url.password = PASSWORD;
   url.pathname = `/${database}`;
   databaseUrl = url.toString();
+  // The server checks passwords, so a worker that connects has really read the password file.
+  url.password = 'not-the-password';
+  await expect(withClient(url.toString(), async () => undefined)).rejects.toThrow(/password authentication failed/);
 }, 120_000);
 
 afterAll(async () => {
@@ -156,14 +159,20 @@ test('a VM starts the worker from cloud-init: /healthz answers, a job completes,
       ['--stop-timeout', String(Math.ceil(GRACE_MS / 1000) + 5)],
     ]),
   );
-  for (const key of ['PGHOST', 'PGPORT', 'PGDATABASE', 'PGUSER', 'PGPASSWORD', 'PGSSLMODE']) expect(container.env[key]).toBeTruthy();
-  expect(container.env.PGPASSWORD).toBe(PASSWORD);
-  // The password file was gone by the time the container started.
-  expect(Object.values(container.envFilesAtStart ?? {})).toEqual([true, false]);
+  for (const key of ['PGHOST', 'PGPORT', 'PGDATABASE', 'PGUSER', 'PGSSLMODE']) expect(container.env[key]).toBeTruthy();
+  // The worker authenticated (the server checks passwords) with no PGPASSWORD: through the password file,
+  // which is in neither its environment nor docker's arguments.
+  expect(container.env.PGPASSWORD).toBeUndefined();
+  expect(container.env.PGPASSFILE).toBe(CONTAINER_PASSFILE_PATH);
+  expect(JSON.stringify([container.flags, container.env])).not.toContain(PASSWORD);
+  expect(container.flags).toContainEqual(['--user', `${CONTAINER_UID}:${CONTAINER_UID}`]);
+  // The worker's own log lines reach Cloud Logging through gcplogs only, not also through the unit's journal.
+  expect(vm.output()).not.toMatch(/"message":/);
 
   // systemctl stop: ExecStop -> docker stop -> SIGTERM -> the worker drains and exits 0.
   const stopped = Date.now();
   await vm.stop();
   expect(await vm.exited()).toBe(0);
   expect(Date.now() - stopped).toBeLessThan(GRACE_MS + 5000);
+  expect(vm.output()).toContain('pgqueue: worker container exited with status 0');
 }, 180_000);

@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // Stands in for the docker CLI on the simulated VM: records every call, reads --env-file at `create` time
-// (as docker does), and runs the "container" as a local process in the image's WORKDIR with the image's
-// CMD and ENV plus the env files. `stop` sends SIGTERM and, after the stop timeout, SIGKILL.
+// (as docker does), snapshots what each --volume source holds then (content, mode, owner), and runs the
+// "container" as a local process in the image's WORKDIR with the image's CMD and ENV plus the env files;
+// a variable naming a mount's target is pointed at its source, which is what the bind mount shows the
+// process. `stop` sends SIGTERM and, after the stop timeout, SIGKILL.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -18,7 +20,8 @@ function parseRun(rest) {
   const flags = [];
   const env = {};
   let i = 0;
-  const withValue = new Set(['--name', '--env-file', '--volume', '-v', '--log-driver', '--stop-signal', '--stop-timeout', '--network', '-e', '--env']);
+  const withValue = new Set(['--name', '--env-file', '--volume', '-v', '--log-driver', '--stop-signal', '--stop-timeout', '--network', '-e', '--env', '--user', '-u']);
+  const mounts = [];
   while (i < rest.length && rest[i].startsWith('-')) {
     let flag = rest[i];
     let value;
@@ -27,9 +30,14 @@ function parseRun(rest) {
     flags.push(value === undefined ? [flag] : [flag, value]);
     if (flag === '--env-file') for (const [k, v] of parseDockerEnvFile(fs.readFileSync(value))) env[k] = v;
     if (flag === '-e' || flag === '--env') env[value.slice(0, value.indexOf('='))] = value.slice(value.indexOf('=') + 1);
+    if (flag === '--volume' || flag === '-v') {
+      const [source, target, mode] = value.split(':');
+      const stat = fs.statSync(source);
+      mounts.push({ source, target, mode, content: fs.readFileSync(source).toString('base64'), fileMode: stat.mode & 0o777, uid: stat.uid, gid: stat.gid });
+    }
     i++;
   }
-  return { flags, env, image: rest[i], cmd: rest.slice(i + 1) };
+  return { flags, env, mounts, image: rest[i], cmd: rest.slice(i + 1) };
 }
 
 const flagValue = (flags, name) => flags.find(([f]) => f === name)?.[1];
@@ -59,6 +67,10 @@ switch (command) {
     fs.writeFileSync(containerFile, JSON.stringify(spec));
     const cmd = spec.cmd.length > 0 ? spec.cmd : JSON.parse(process.env.STUB_IMAGE_CMD);
     const env = { ...JSON.parse(process.env.STUB_IMAGE_ENV ?? '{}'), ...spec.env };
+    for (const [key, value] of Object.entries(env)) {
+      const mount = spec.mounts.find((m) => m.target === value);
+      if (mount) env[key] = mount.source;
+    }
     const child = spawn(cmd[0], cmd.slice(1), { cwd: process.env.STUB_WORKDIR, env, stdio: 'inherit' });
     fs.writeFileSync(pidFile, String(child.pid));
     for (const signal of ['SIGTERM', 'SIGINT']) process.on(signal, () => child.kill(signal));
