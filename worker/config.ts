@@ -3,6 +3,7 @@ import os from 'node:os';
 import type pg from 'pg';
 import { parseConnection } from './connection.ts';
 import { InvalidInputError } from './errors.ts';
+import { BacklogMetricConfigError, parseBacklogMetricConfig, type BacklogMetricConfig } from './monitoring/backlog-publisher.ts';
 
 export { parseConnection } from './connection.ts';
 
@@ -41,6 +42,8 @@ export interface WorkerConfig {
   readonly taskModules: readonly string[];
   /** Threads for CPU-bound tasks. */
   readonly cpuThreads: number;
+  /** Publishing the backlog to Cloud Monitoring for the autoscaler (BACKLOG_METRIC_*); null when off. */
+  readonly backlogMetric: BacklogMetricConfig | null;
 }
 
 /** The settings besides the connection, as a caller may give them (any may be left out). */
@@ -125,7 +128,7 @@ export function resolveWorkerConfig(connection: pg.ClientConfig, settings: Worke
   }
   const migrate = settings.migrate ?? true;
   if (typeof migrate !== 'boolean') throw new InvalidInputError(naming('migrate'), `expected true or false, got ${JSON.stringify(migrate)}`);
-  return { connection, ...numbers, queues, logLevel, migrate, taskModules: settings.taskModules ?? [] };
+  return { connection, ...numbers, queues, logLevel, migrate, taskModules: settings.taskModules ?? [], backlogMetric: settings.backlogMetric ?? null };
 }
 
 /** A number from the environment, before range checks; an unparseable one names its variable. */
@@ -170,5 +173,11 @@ export function parseWorkerConfig(env: Env = process.env): WorkerConfig {
     .split(',')
     .map((m) => m.trim())
     .filter((m) => m !== '');
+  try {
+    settings.backlogMetric = parseBacklogMetricConfig(env) ?? null;
+  } catch (error) {
+    if (error instanceof BacklogMetricConfigError) throw new InvalidInputError(error.variable, error.message.slice(error.variable.length + 2));
+    throw error;
+  }
   return resolveWorkerConfig(connection, settings, envName);
 }

@@ -25,6 +25,11 @@ export interface MaintenanceDeps {
   readonly pool: pg.Pool;
   readonly logger: Logger;
   readonly metrics?: WorkerMetrics;
+  /**
+   * Called after a pass this process led (it held the maintenance lock), once its transaction
+   * committed: work that one worker at a time should do, such as publishing the backlog.
+   */
+  readonly afterLeadingPass?: () => void;
 }
 
 /** What one pass did. */
@@ -92,6 +97,9 @@ export class Maintenance {
       const jittered = this.options.intervalMs * (0.75 + Math.random() / 2);
       this.timer = setTimeout(() => {
         this.current = this.runOnce()
+          .then((pass) => {
+            if (!pass.skipped) this.deps.afterLeadingPass?.();
+          })
           .catch((error) => {
             this.deps.metrics?.dbErrors.inc({ component: 'maintenance' });
             this.deps.logger.warn({ err: describeError(error) }, 'maintenance pass failed');

@@ -15,7 +15,8 @@ import { poolDatabase } from './loop/database.ts';
 import type { StopResult } from './loop/types.ts';
 import { Worker } from './loop/worker.ts';
 import { Maintenance } from './maintenance.ts';
-import { queueDepth } from './sql/stats.ts';
+import { BacklogPublisher } from './monitoring/backlog-publisher.ts';
+import { countDueJobs, queueDepth } from './sql/stats.ts';
 import type { TaskRegistry } from './tasks/types.ts';
 import { ThreadPool } from './thread-pool.ts';
 
@@ -134,8 +135,20 @@ export async function startWorkerRuntime(
       retryMaxMs: config.retryMaxMs,
     },
   );
+  const backlog = config.backlogMetric
+    ? new BacklogPublisher(config.backlogMetric, { countDue: () => countDueJobs(pool, config.queues) })
+    : undefined;
+  const backlogLog = logger.child({ component: 'backlog-metric' });
   const maintenance = new Maintenance(
-    { pool, logger: logger.child({ component: 'maintenance' }), metrics },
+    {
+      pool,
+      logger: logger.child({ component: 'maintenance' }),
+      metrics,
+      // Not awaited: a slow Monitoring call must never delay the next rescue.
+      afterLeadingPass: backlog
+        ? () => void backlog.publishIfDue().catch((error: unknown) => backlogLog.warn({ err: describeError(error) }, 'could not publish the backlog metric'))
+        : undefined,
+    },
     { leaseMs: config.leaseMs, intervalMs: config.rescueIntervalMs, retentionMs: config.retentionMs },
   );
   void presence.start();

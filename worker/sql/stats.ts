@@ -129,3 +129,14 @@ export async function latencySince(db: Queryable, afterId: string): Promise<{ p5
   const r = rows[0]!;
   return { p50: r.p?.[0] ?? null, p99: r.p?.[1] ?? null, first: r.first, last: r.last, n: r.n };
 }
+
+/** Queued jobs that are due now and unexpired (the backlog the autoscaler may scale on). */
+export async function countDueJobs(db: Queryable, queues: readonly string[] | null): Promise<number> {
+  const { rows } = await db.query<{ due: string }>(
+    `select count(*)::bigint as due from pgq.jobs
+      where state = 'queued' and run_after <= now() and (expires_at is null or expires_at > now())
+        and ($1::text[] is null or queue = any($1::text[]))`,
+    [queues],
+  );
+  return Number(rows[0]!.due);
+}
