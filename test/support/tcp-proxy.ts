@@ -1,0 +1,141 @@
+/**
+ * A TCP proxy in front of Postgres that misbehaves on request, as networks do: it can swallow a
+ * server reply (the server has processed the statement) and reset that connection, or stop
+ * forwarding some connections without closing them (a black hole: no RST, no FIN, nothing).
+ * Each connection is tagged with the application_name of its startup message, so a test can
+ * aim at the pool's connections or the presence connection.
+ */
+import net from 'node:net';
+
+export interface ProxiedConnection {
+  readonly id: number;
+  /** application_name from the startup message ('' until it arrived). */
+  readonly applicationName: string;
+  /** Bytes the server sent that the client was given. */
+  readonly repliesForwarded: number;
+  readonly blackHoled: boolean;
+  readonly closed: boolean;
+}
+
+interface Link extends ProxiedConnection {
+  id: number;
+  applicationName: string;
+  repliesForwarded: number;
+  blackHoled: boolean;
+  closed: boolean;
+  client: net.Socket;
+  server: net.Socket;
+}
+
+type Match = (connection: ProxiedConnection) => boolean;
+
+export class TcpProxy {
+  private readonly links = new Set<Link>();
+  private nextId = 1;
+  /** Reset faults still to make, and which connections they may hit. */
+  private resets: { left: number; match: Match; probability: number } | undefined;
+  private blackHoleNew: Match | undefined;
+  /** Connections reset by a dropped reply. */
+  dropped = 0;
+
+  private constructor(
+    private readonly listener: net.Server,
+    readonly port: number,
+    private readonly random: () => number,
+  ) {}
+
+  static async start(target: { host: string; port: number }, random: () => number = Math.random): Promise<TcpProxy> {
+    let proxy: TcpProxy | undefined;
+    const listener = net.createServer((client) => proxy!.accept(client, target));
+    await new Promise<void>((resolve) => listener.listen(0, '127.0.0.1', resolve));
+    proxy = new TcpProxy(listener, (listener.address() as net.AddressInfo).port, random);
+    return proxy;
+  }
+
+  /** `url` with its host and port replaced by the proxy's. */
+  urlFor(url: string): string {
+    const u = new URL(url);
+    u.hostname = '127.0.0.1';
+    u.port = String(this.port);
+    return u.toString();
+  }
+
+  connections(): ProxiedConnection[] {
+    return [...this.links];
+  }
+
+  /**
+   * From now on, each server reply to a matching connection is swallowed with `probability`,
+   * and that connection reset, until `count` connections were reset.
+   */
+  dropRepliesAndReset(count: number, match: Match = () => true, probability = 1): void {
+    this.resets = { left: count, match, probability };
+  }
+
+  /** Stop forwarding on every matching open connection, and on matching new ones, in both directions. */
+  blackHole(match: Match): void {
+    for (const link of this.links) if (match(link)) link.blackHoled = true;
+    this.blackHoleNew = match;
+  }
+
+  /** New connections are forwarded again; black-holed ones stay dead, as after a real partition. */
+  heal(): void {
+    this.blackHoleNew = undefined;
+    this.resets = undefined;
+  }
+
+  async close(): Promise<void> {
+    for (const link of this.links) this.destroy(link);
+    await new Promise<void>((resolve) => this.listener.close(() => resolve()));
+  }
+
+  private accept(client: net.Socket, target: { host: string; port: number }): void {
+    const server = net.connect(target.port, target.host);
+    const link: Link = { id: this.nextId++, applicationName: '', repliesForwarded: 0, blackHoled: false, closed: false, client, server };
+    this.links.add(link);
+    let startup = Buffer.alloc(0);
+    client.on('data', (chunk: Buffer) => {
+      if (link.applicationName === '' && startup.length < 8192) {
+        startup = Buffer.concat([startup, chunk]);
+        link.applicationName = applicationNameOf(startup);
+        if (link.applicationName !== '' && this.blackHoleNew?.(link)) link.blackHoled = true;
+      }
+      if (!link.blackHoled) server.write(chunk);
+    });
+    server.on('data', (chunk: Buffer) => {
+      if (link.blackHoled) return;
+      const reset = this.resets;
+      if (reset && reset.left > 0 && link.applicationName !== '' && reset.match(link) && this.random() < reset.probability) {
+        reset.left--;
+        this.dropped++;
+        this.destroy(link);
+        return;
+      }
+      link.repliesForwarded += chunk.length;
+      client.write(chunk);
+    });
+    const end = () => this.destroy(link);
+    client.on('error', end);
+    server.on('error', end);
+    client.on('close', end);
+    server.on('close', end);
+  }
+
+  private destroy(link: Link): void {
+    if (link.closed) return;
+    link.closed = true;
+    this.links.delete(link);
+    link.client.resetAndDestroy();
+    link.server.destroy();
+  }
+}
+
+/** application_name in a StartupMessage (length, protocol 3.0, then name/value pairs), or ''. */
+function applicationNameOf(buffer: Buffer): string {
+  if (buffer.length < 8) return '';
+  const length = buffer.readUInt32BE(0);
+  if (buffer.readUInt32BE(4) !== 196608 || buffer.length < length) return '';
+  const fields = buffer.subarray(8, length).toString('utf8').split('\0');
+  for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i] === 'application_name') return fields[i + 1]!;
+  return '?';
+}
