@@ -266,7 +266,7 @@ export function parseConfig(raw: RawConfig, project: string | undefined): StackC
     MAX_SHUTDOWN_GRACE_MS,
     ' (a VM the group deletes has about 90 s to shut down; docker, systemd and the guest need the rest)',
   );
-  const dbPoolSize = int('dbPoolSize', 1, 100);
+  const dbPoolSize = int('dbPoolSize', 2, 100);
 
   const dbVersion = text('dbVersion');
   const major = /^POSTGRES_(\d+)$/.exec(dbVersion)?.[1];

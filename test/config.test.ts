@@ -28,7 +28,8 @@ describe('worker configuration', () => {
       shutdownGraceMs: 5000,
       migrate: false,
       logLevel: 'debug',
-      poolSize: 2,
+      poolSize: 3,
+      statementTimeoutMs: 10_000,
       leaseMs: 15_000,
     });
     expect(config.connection).toEqual({ connectionString: 'postgres://u:p@db.internal:6543/jobs', ssl: { rejectUnauthorized: false } });
@@ -46,6 +47,8 @@ describe('worker configuration', () => {
     ['MIGRATE', 'maybe', /^MIGRATE: expected true or false, got 'maybe'$/],
     ['LOG_LEVEL', 'loud', /^LOG_LEVEL: /],
     ['DB_POOL_SIZE', '0', /^DB_POOL_SIZE: /],
+    ['DB_POOL_SIZE', '1', /^DB_POOL_SIZE: expected a whole number from 2 to 100, got '1'$/],
+    ['DB_STATEMENT_TIMEOUT_MS', '50', /^DB_STATEMENT_TIMEOUT_MS: /],
     ['PGPORT', 'fivefour', /^PGPORT: /],
     ['PGSSLMODE', 'prefer', /^PGSSLMODE: expected one of disable, require, no-verify, verify-ca, verify-full, got 'prefer'$/],
     ['PGSSLMODE', 'verify-full', /^PGSSLROOTCERT: required with PGSSLMODE=verify-full/],

@@ -67,7 +67,7 @@ it('/healthz stays 200 while the database is unreachable; /readyz says why it is
   expect(worker.child.exitCode).toBeNull();
 });
 
-it('holds at most 3 connections whatever its concurrency', async () => {
+it('holds at most DB_POOL_SIZE + 1 connections (4 by default) whatever its concurrency', async () => {
   const worker = spawnWorker({ DATABASE_URL: url, WORKER_CONCURRENCY: '64' });
   const workerId = await workerIdOf(pool, worker.child.pid!);
   await enqueueMany(pool, Array.from({ length: 200 }, () => ({ task: 'sleep', payload: { workMs: 300 } })));
@@ -82,7 +82,7 @@ it('holds at most 3 connections whatever its concurrency', async () => {
     return done[0]!.n === 200;
   }, 'the 200 jobs to finish', 90_000);
   expect(most).toBeGreaterThanOrEqual(2);
-  expect(most).toBeLessThanOrEqual(3);
+  expect(most).toBeLessThanOrEqual(4);
 });
 
 it('runs burn jobs on threads: the event loop stays free while every slot burns', async () => {

@@ -117,6 +117,40 @@ describe('a settle batch Postgres refuses', () => {
   });
 });
 
+describe('settles are bounded', () => {
+  /** `count` jobs that all end at the same moment, so their successes wait for one settle together. */
+  async function endTogether(db: FakeDatabase, options: Partial<WorkerOptions>, count: number, result: unknown = null) {
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    db.add(count, { task: 'together' });
+    const w = loop(db, { concurrency: count, pipeline: 1, ...options }, { together: async () => { await gate; return result; } });
+    const running = w.start();
+    await waitFor(() => w.inFlight === count, 'every job to start');
+    open();
+    await waitFor(() => db.succeeded.length === count, 'every success to be recorded');
+    await w.stop(0);
+    await running;
+  }
+
+  it('a settle that runs out of time is halved until it fits, and nothing is lost', async () => {
+    const db = new FakeDatabase();
+    db.timeoutAbove = 10;
+    await endTogether(db, {}, 64);
+    const sizes = db.claims.map((c) => c.settled).filter((n) => n > 0);
+    // 64 times out, then 32, then 16; 8 fits, and every later settle stays within what fitted.
+    expect(sizes.slice(0, 4)).toEqual([64, 32, 16, 8]);
+    expect(new Set(db.succeeded.map((s) => s.id)).size).toBe(64);
+  });
+
+  it('a settle carries at most maxSettleBytes of results', async () => {
+    const db = new FakeDatabase();
+    await endTogether(db, { maxSettleBytes: 1_000 }, 12, 'x'.repeat(300));
+    const sizes = db.claims.map((c) => c.settled).filter((n) => n > 0);
+    expect(Math.max(...sizes)).toBe(2);
+    expect(db.succeeded).toHaveLength(12);
+  });
+});
+
 describe('stop', () => {
   it('hands back unstarted and at-least-once jobs, fails at-most-once ones, records what finished', async () => {
     const db = new FakeDatabase();

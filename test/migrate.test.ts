@@ -5,7 +5,8 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadMigrations, migrate } from '../worker/migrate.ts';
 import { withClient as withUrlClient } from './database.ts';
-import { openDatabase } from './harness.ts';
+import { enqueue } from '../worker/enqueue.ts';
+import { openDatabase, waitFor } from './harness.ts';
 
 let url: string;
 let pool: pg.Pool;
@@ -59,5 +60,35 @@ describe('migrations', () => {
     const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'pgq-mig-'));
     await fs.writeFile(path.join(dir, 'init.sql'), 'select 1');
     await expect(loadMigrations(dir)).rejects.toThrow(/init\.sql is not named NNNN_name\.sql/);
+  });
+
+  it('a migration waiting for a table lock gives way after lock_timeout, so enqueues are not queued behind it, and retries', async () => {
+    const blocker = await pool.connect();
+    await blocker.query('begin; lock table pgq.jobs in access share mode');
+    const extra = [...(await loadMigrations()), { id: 9998, name: '9998_extra.sql', sql: 'alter table pgq.jobs add column extra int', checksum: 'e' }];
+    const waits: string[] = [];
+    const migrating = withClient((c) => migrate(c, extra, { lockTimeoutMs: 300, onLockWait: (name) => waits.push(name) }));
+    await waitFor(() => waits.length > 0, 'the migration to give way once');
+    // Without the lock timeout this insert queued behind the migration's lock request for as long as the blocker lived.
+    const enqueued = await withClient(async (c) => {
+      await c.query(`set statement_timeout = 5000`);
+      return enqueue(c, { task: 'noop' });
+    });
+    expect(enqueued.id).toMatch(/^\d+$/);
+    await blocker.query('commit');
+    blocker.release();
+    expect((await migrating).applied).toEqual(['9998_extra.sql']);
+    expect(waits.every((w) => w === '9998_extra.sql')).toBe(true);
+    await pool.query('alter table pgq.jobs drop column extra; delete from pgq.migrations where id = 9998; delete from pgq.jobs');
+  });
+
+  it('migrations run without the session statement timeout', async () => {
+    const slow = [...(await loadMigrations()), { id: 9997, name: '9997_slow.sql', sql: 'select pg_sleep(0.5)', checksum: 's' }];
+    const result = await withClient(async (c) => {
+      await c.query('set statement_timeout = 200');
+      return migrate(c, slow);
+    });
+    expect(result.applied).toEqual(['9997_slow.sql']);
+    await pool.query('delete from pgq.migrations where id = 9997');
   });
 });

@@ -64,3 +64,38 @@ it('workers behind a proxy that drops replies and resets connections never exit,
   expect(final).toMatchObject({ succeeded: total, failed: 0, queued: 0, running: 0 });
   expect((await runsPerJob(pool)).size).toBe(total);
 });
+
+it('jobs held on pool connections that go silent are recorded on new ones, within the deadlines', async () => {
+  proxy = await startProxy();
+  const worker = spawnWorker(workerEnv({ DB_STATEMENT_TIMEOUT_MS: '1000', DB_POOL_SIZE: '2', LOG_LEVEL: 'warn' }));
+  const pid = worker.child.pid!;
+  await enqueueMany(pool, Array.from({ length: 8 }, () => ({ task: 'counted', payload: { workMs: 1_500 } })));
+  await waitFor(async () => (await countByState(pool)).running === 4, 'four jobs to be running');
+  // Both pool connections go silent mid-statement while the presence connection lives on:
+  // before deadlines, a pool full of connections that never reply hung for as long as TCP allows.
+  const poolConnection = (c: { applicationName: string }) => c.applicationName === `pgq-worker ${pid}`;
+  proxy.silenceAtNextStatement(2, poolConnection);
+  await waitFor(() => proxy.connections().filter((c) => poolConnection(c) && c.blackHoled).length === 2, 'both pool connections to hang');
+  const final = await waitFor(async () => {
+    const c = await countByState(pool);
+    return c.succeeded === 8 ? c : undefined;
+  }, 'every job to be recorded', 30_000).catch(async (error: Error) => {
+    throw new Error(`${error.message}: ${JSON.stringify(await countByState(pool))} ${JSON.stringify(proxy.connections())}\n${worker.stdout().slice(-3000)}`);
+  });
+  expect(final).toMatchObject({ succeeded: 8, running: 0, queued: 0 });
+  expect([...(await runsPerJob(pool)).values()]).toEqual(Array(8).fill(1));
+  expect(worker.child.exitCode).toBeNull();
+});
+
+it('a presence connection that goes silent is replaced, and the worker goes on taking jobs', async () => {
+  proxy = await startProxy();
+  const worker = spawnWorker(workerEnv({ WORKER_LEASE_MS: '6000' }));
+  const pid = worker.child.pid!;
+  const presence = (c: { applicationName: string }) => c.applicationName === `pgq-worker ${pid} presence`;
+  await waitFor(() => proxy.connections().some(presence), 'the presence connection');
+  proxy.blackHole(presence, { newConnections: false });
+  await waitFor(() => proxy.connections().some((c) => presence(c) && !c.blackHoled), 'a new presence connection', 20_000);
+  await enqueueMany(pool, Array.from({ length: 200 }, () => ({ task: 'counted', payload: {} })));
+  await waitFor(async () => (await countByState(pool)).succeeded === 200 || undefined, 'the jobs to be done', 30_000);
+  expect(worker.child.exitCode).toBeNull();
+});

@@ -92,3 +92,39 @@ it('workers ride out one backend SIGKILLed (the postmaster resets every session)
   for (const w of workers) expect(w.child.exitCode, `a worker exited: ${w.stderr().slice(-400)}`).toBeNull();
   expect((await runsPerJob(pool)).size).toBe(total);
 });
+
+it('SIGTERM during a database outage: outcomes are retried until the database is back, and the exit is 0', async () => {
+  await pool.query('truncate test_runs; delete from pgq.finished_jobs');
+  const jobs = await enqueueMany(pool, Array.from({ length: 4 }, () => ({ task: 'counted', payload: { workMs: 1_500 } })));
+  const env = { DATABASE_URL: server.url, WORKER_TASKS: path.join(root, 'test/fixtures/tasks.ts'), WORKER_CONCURRENCY: '2', LOG_LEVEL: 'error', SHUTDOWN_GRACE_MS: '6000' };
+  const worker = spawnWorker(env);
+  // Two running, two in the prefetch buffer or still queued.
+  await waitFor(async () => ((await counts())?.running ?? 0) >= 2, 'two jobs to be running');
+  await server.stop();
+  worker.child.kill('SIGTERM');
+  await server.restart();
+  const exit = await worker.exited;
+  expect(exit, worker.stderr().slice(-600) + worker.stdout().slice(-600)).toEqual({ code: 0, signal: null });
+  const { rows } = await pool.query<{ id: string; state: string }>(`select id::text, state from pgq.all_jobs where id = any($1::bigint[])`, [jobs.map((j) => j.id)]);
+  // Nothing of this worker is left running: what finished is recorded, the rest was handed back.
+  expect(rows.filter((r) => r.state === 'running')).toEqual([]);
+  const runs = await runsPerJob(pool);
+  for (const r of rows.filter((j) => j.state === 'succeeded')) expect(runs.get(r.id)).toBe(1);
+});
+
+it('SIGTERM during a database outage that outlasts the stop: exit 1, and the jobs come back once the database does', async () => {
+  await pool.query('truncate test_runs; delete from pgq.finished_jobs');
+  await enqueueMany(pool, Array.from({ length: 2 }, () => ({ task: 'counted', payload: { workMs: 300 } })));
+  const env = { DATABASE_URL: server.url, WORKER_TASKS: path.join(root, 'test/fixtures/tasks.ts'), WORKER_CONCURRENCY: '2', LOG_LEVEL: 'error', SHUTDOWN_GRACE_MS: '1000' };
+  const worker = spawnWorker(env);
+  await waitFor(async () => ((await counts())?.running ?? 0) === 2, 'both jobs to be running');
+  await server.stop();
+  worker.child.kill('SIGTERM');
+  const exit = await worker.exited;
+  await server.restart();
+  expect(exit.code).toBe(1);
+  const helper = spawnWorker({ ...env, SHUTDOWN_GRACE_MS: '25000' });
+  await waitFor(async () => ((await counts())?.succeeded ?? 0) === 2, 'both jobs to be done by another worker', 60_000);
+  helper.child.kill('SIGTERM');
+  await helper.exited;
+});

@@ -24,8 +24,13 @@ export interface WorkerConfig {
   /** Apply pending migrations at start. */
   readonly migrate: boolean;
   readonly logLevel: string;
-  /** Pool connections for claims, settles and maintenance; one more connection listens. */
+  /**
+   * Pool connections (at least 2): claims use all but one, which is kept for failure records,
+   * hand-backs and maintenance. One more connection listens and heartbeats.
+   */
   readonly poolSize: number;
+  /** The server's statement_timeout for claims, settles and outcome records; the client waits a margin longer. */
+  readonly statementTimeoutMs: number;
   /** A worker silent for this long is dead and its jobs come back. */
   readonly leaseMs: number;
   /** How often to look for due jobs when no notification arrives. */
@@ -50,7 +55,7 @@ export interface WorkerConfig {
 export type WorkerSettings = Partial<Omit<WorkerConfig, 'connection'>>;
 
 type Env = Record<string, string | undefined>;
-type NumberField = 'concurrency' | 'batchSize' | 'healthPort' | 'shutdownGraceMs' | 'poolSize' | 'leaseMs' | 'pollMs'
+type NumberField = 'concurrency' | 'batchSize' | 'healthPort' | 'shutdownGraceMs' | 'poolSize' | 'statementTimeoutMs' | 'leaseMs' | 'pollMs'
   | 'rescueIntervalMs' | 'retentionMs' | 'retryBaseMs' | 'retryMaxMs' | 'cpuThreads';
 
 const HOUR_MS = 3_600_000;
@@ -64,7 +69,8 @@ const NUMBERS: Record<NumberField, { env: string; min: number; max: number; fall
   batchSize: { env: 'WORKER_BATCH_SIZE', min: 1, max: 5000, fallback: () => 1000 },
   healthPort: { env: 'HEALTH_PORT', min: 0, max: 65535, fallback: () => 8080 },
   shutdownGraceMs: { env: 'SHUTDOWN_GRACE_MS', min: 0, max: HOUR_MS, fallback: () => 25_000 },
-  poolSize: { env: 'DB_POOL_SIZE', min: 1, max: 100, fallback: () => 2 },
+  poolSize: { env: 'DB_POOL_SIZE', min: 2, max: 100, fallback: () => 3 },
+  statementTimeoutMs: { env: 'DB_STATEMENT_TIMEOUT_MS', min: 100, max: 600_000, fallback: () => 10_000 },
   leaseMs: { env: 'WORKER_LEASE_MS', min: 1_000, max: HOUR_MS, fallback: () => 15_000 },
   pollMs: { env: 'WORKER_POLL_MS', min: 10, max: 600_000, fallback: () => 1_000 },
   rescueIntervalMs: { env: 'WORKER_RESCUE_INTERVAL_MS', min: 100, max: 600_000, fallback: () => 1_000 },

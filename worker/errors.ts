@@ -20,8 +20,9 @@ export class InvalidInputError extends Error {
 }
 
 // SQLSTATEs after which the same statement can succeed later: serialization failure, deadlock,
-// the server shutting down or starting, too many connections, and the connection exceptions (08).
-const TRANSIENT_SQLSTATES = new Set(['40001', '40P01', '57P01', '57P02', '57P03', '53300', '53400']);
+// the server shutting down or starting, too many connections, a statement or lock timeout
+// (57014, 55P03: the deadlines of worker/deadlines.ts), and the connection exceptions (08).
+const TRANSIENT_SQLSTATES = new Set(['40001', '40P01', '57P01', '57P02', '57P03', '53300', '53400', '57014', '55P03']);
 const TRANSIENT_NODE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
 
 /** Whether an error from the database layer is worth retrying after a pause. */
@@ -34,9 +35,20 @@ export function isTransient(error: unknown): boolean {
   }
   // node-postgres reports a dropped connection, and pg-pool a checkout that timed out while the
   // server was unreachable, as plain Errors with these messages.
-  return /Connection terminated|connection timeout|timeout exceeded when trying to connect|Client has encountered a connection error|not queryable/i.test(
+  return isTimeout(error) || /Connection terminated|connection timeout|timeout exceeded when trying to connect|Client has encountered a connection error|not queryable/i.test(
     error.message,
   );
+}
+
+/**
+ * Whether a statement ran out of time: cancelled by the server's statement_timeout, or given up
+ * on by the client's deadline ('Query read timeout' from node-postgres). Sending less at once is
+ * the cure for the first; the second may also be a silent connection.
+ */
+export function isTimeout(error: unknown): boolean {
+  if (!(error instanceof Error)) return false;
+  if (error.cause !== undefined && isTimeout(error.cause)) return true;
+  return (error as { code?: unknown }).code === '57014' || /Query read timeout/.test(error.message);
 }
 
 /** One line for a log or a job's error column. */

@@ -1,7 +1,8 @@
 /**
  * The worker process: what `npm run worker` and the container run. Reads its configuration
  * from the environment (and a .env file in the working directory, for local runs), serves
- * /healthz, /readyz and /metrics, runs jobs until SIGTERM or SIGINT, then drains and exits 0.
+ * /healthz, /readyz and /metrics, runs jobs until SIGTERM or SIGINT, then drains and exits: 0 when
+ * every outcome was recorded, 1 when some never were (a database outage that outlasted the stop).
  */
 import { loadDotEnv, parseWorkerConfig, type WorkerConfig } from './config.ts';
 import { describeError, InvalidInputError } from './errors.ts';
@@ -49,9 +50,15 @@ async function main(): Promise<void> {
     }, config.shutdownGraceMs + 5_000);
     hardStop.unref();
     runtime
-      .stop(drainBudget(config.shutdownGraceMs))
+      // Records go on being retried through a database outage until shortly before the hard stop.
+      .stop(drainBudget(config.shutdownGraceMs), config.shutdownGraceMs + 3_000)
       .then((result) => {
-        logger.info({ finished: result.finished, handedBack: result.handedBack.length, failed: result.failed.length }, 'stopped');
+        const summary = { finished: result.finished, handedBack: result.handedBack.length, failed: result.failed.length, unrecorded: result.unrecorded };
+        if (result.unrecorded.length > 0) {
+          logger.error(summary, 'stopped with outcomes the database never acknowledged; maintenance returns those jobs');
+          process.exit(1);
+        }
+        logger.info(summary, 'stopped');
         process.exit(0);
       })
       .catch((error) => {

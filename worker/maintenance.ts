@@ -2,8 +2,11 @@ import type pg from 'pg';
 import { describeError } from './errors.ts';
 import type { Logger } from './logger.ts';
 import type { WorkerMetrics } from './metrics.ts';
+import type { DeadlineClass } from './deadlines.ts';
 import { withPoolClient } from './pool-client.ts';
+import { withQueryDeadline } from './pool.ts';
 import * as q from './sql/maintenance.ts';
+import { setTransactionStatementTimeout } from './sql/session.ts';
 
 export interface MaintenanceOptions {
   /** A worker that has not heartbeated for this long is dead. */
@@ -19,6 +22,8 @@ export interface MaintenanceOptions {
   readonly sweepAndPruneEveryMs?: number;
   /** Most rows one pass expires or prunes, so a pass stays a short transaction. Default 5000. */
   readonly batchLimit?: number;
+  /** Deadlines of each step (server and client); none when left out. */
+  readonly deadline?: DeadlineClass;
 }
 
 export interface MaintenanceDeps {
@@ -61,9 +66,12 @@ export class Maintenance {
 
   /** One pass, in one short transaction. */
   async runOnce(): Promise<MaintenancePass> {
-    return withPoolClient(this.deps.pool, async (client) => {
+    const deadline = this.options.deadline;
+    return withPoolClient(this.deps.pool, async (pooled) => {
+      const client = deadline ? withQueryDeadline(pooled, deadline.clientMs) : pooled;
       try {
         await client.query('begin');
+        if (deadline) await setTransactionStatementTimeout(client, deadline.statementMs);
         if (!(await q.tryMaintenanceLock(client))) {
           await client.query('commit');
           return { skipped: true, deadWorkers: [], requeued: [], failed: [], expired: 0, pruned: 0 };

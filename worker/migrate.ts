@@ -3,6 +3,7 @@ import fs from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import type pg from 'pg';
+import { backoffMs } from './backoff.ts';
 import { ADVISORY_CLASS, MIGRATION_LOCK } from './locks.ts';
 
 /** A numbered SQL file from migrations/. */
@@ -47,15 +48,55 @@ export async function loadMigrations(dir?: string): Promise<Migration[]> {
   return migrations;
 }
 
+export interface MigrateOptions {
+  /**
+   * How long one migration waits for a table lock before it gives up, rolls back and tries
+   * again after a pause (default 2 s). Waiting longer would queue every enqueue and claim on that
+   * table behind the migration's lock request.
+   */
+  readonly lockTimeoutMs?: number;
+  /** Give up after waiting this long in all (default 10 minutes). */
+  readonly maxWaitMs?: number;
+  /** Told of each retry: the migration and the pause before it is tried again. */
+  readonly onLockWait?: (migration: string, retryInMs: number) => void;
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Take the migration lock without a statement that waits (a session's statement_timeout would cut it). */
+async function lockMigrations(client: pg.ClientBase): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    const { rows } = await client.query<{ ok: boolean }>('select pg_try_advisory_lock($1, $2) as ok', [ADVISORY_CLASS, MIGRATION_LOCK]);
+    if (rows[0]!.ok) return;
+    await sleep(backoffMs(attempt, { baseMs: 50, maxMs: 250 }));
+  }
+}
+
+/** One migration and its record in one transaction, without a statement timeout, under a short lock timeout. */
+async function applyOne(client: pg.ClientBase, m: Migration, lockTimeoutMs: number): Promise<void> {
+  await client.query('begin');
+  try {
+    await client.query(`select set_config('statement_timeout', '0', true), set_config('lock_timeout', $1, true)`, [String(lockTimeoutMs)]);
+    await client.query(m.sql);
+    await client.query('insert into pgq.migrations (id, name, checksum) values ($1, $2, $3)', [m.id, m.name, m.checksum]);
+    await client.query('commit');
+  } catch (error) {
+    await client.query('rollback');
+    throw error;
+  }
+}
+
 /**
  * Apply every pending migration. Runners that start together queue on one advisory lock, so the
  * second finds nothing to do; each migration commits with its record, so a failure leaves the
  * schema at the last good step. A recorded migration whose file changed since is an error: the
  * database no longer matches what the code expects, and silently going on would hide that.
  */
-export async function migrate(client: pg.ClientBase, migrations?: Migration[]): Promise<MigrateResult> {
+export async function migrate(client: pg.ClientBase, migrations?: Migration[], options: MigrateOptions = {}): Promise<MigrateResult> {
   const all = migrations ?? (await loadMigrations());
-  await client.query('select pg_advisory_lock($1, $2)', [ADVISORY_CLASS, MIGRATION_LOCK]);
+  const lockTimeoutMs = options.lockTimeoutMs ?? 2_000;
+  const giveUpAt = Date.now() + (options.maxWaitMs ?? 600_000);
+  await lockMigrations(client);
   try {
     await client.query(`create schema if not exists pgq`);
     await client.query(`create table if not exists pgq.migrations (
@@ -81,14 +122,20 @@ export async function migrate(client: pg.ClientBase, migrations?: Migration[]): 
     const applied: string[] = [];
     for (const m of all) {
       if (recorded.has(m.id)) continue;
-      await client.query('begin');
-      try {
-        await client.query(m.sql);
-        await client.query('insert into pgq.migrations (id, name, checksum) values ($1, $2, $3)', [m.id, m.name, m.checksum]);
-        await client.query('commit');
-      } catch (error) {
-        await client.query('rollback');
-        throw new Error(`migrations: ${m.name} failed: ${(error as Error).message}`, { cause: error });
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await applyOne(client, m, lockTimeoutMs);
+          break;
+        } catch (error) {
+          const lockWait = (error as { code?: string }).code === '55P03';
+          if (!lockWait || Date.now() >= giveUpAt) {
+            const why = lockWait ? `could not get its locks within ${options.maxWaitMs ?? 600_000} ms` : (error as Error).message;
+            throw new Error(`migrations: ${m.name} failed: ${why}`, { cause: error });
+          }
+          const pauseMs = backoffMs(attempt, { baseMs: 500, maxMs: 10_000 });
+          options.onLockWait?.(m.name, pauseMs);
+          await sleep(pauseMs);
+        }
       }
       applied.push(m.name);
     }

@@ -3,6 +3,8 @@ import { describeError } from './errors.ts';
 import { workerLockKey } from './locks.ts';
 import type { Logger } from './logger.ts';
 import { backoffMs } from './backoff.ts';
+import { sessionSettings, type DeadlineClass } from './deadlines.ts';
+import { applySessionSettings } from './sql/session.ts';
 import { JOBS_CHANNEL } from './sql/shared.ts';
 import * as q from './sql/workers.ts';
 
@@ -14,6 +16,8 @@ export interface PresenceOptions {
   readonly concurrency: number;
   readonly version: string;
   readonly heartbeatMs: number;
+  /** Deadlines of the presence session: a heartbeat that hangs means a connection to replace. */
+  readonly deadline?: DeadlineClass;
   readonly logger: Logger;
   /** Jobs this process is running now (reported with each heartbeat). */
   readonly inFlight: () => number;
@@ -70,7 +74,14 @@ export class Presence {
   private async connect(): Promise<void> {
     if (this.closed) return;
     const log = this.options.logger;
-    const client = new pg.Client({ ...this.options.connection, keepAlive: true, application_name: `pgq-worker ${process.pid} presence` });
+    const deadline = this.options.deadline;
+    const client = new pg.Client({
+      ...this.options.connection,
+      keepAlive: true,
+      connectionTimeoutMillis: 10_000,
+      query_timeout: deadline?.clientMs,
+      application_name: `pgq-worker ${process.pid} presence`,
+    });
     this.client = client;
     client.on('error', (error) => this.lost(client, error));
     client.on('end', () => this.lost(client, new Error('connection ended')));
@@ -79,6 +90,7 @@ export class Presence {
     });
     try {
       await client.connect();
+      if (deadline) await applySessionSettings(client, sessionSettings(deadline));
       await this.register(client);
       await client.query(`listen ${JOBS_CHANNEL}`);
     } catch (error) {

@@ -9,7 +9,8 @@ import type { Logger } from './logger.ts';
 import { loadMigrations, migrate, schemaIsCurrent } from './migrate.ts';
 import { WorkerMetrics, watchQueueDepth } from './metrics.ts';
 import { cpuSampler } from './cpu.ts';
-import { withPoolClient } from './pool-client.ts';
+import { deadlinesFor } from './deadlines.ts';
+import { createWorkerPool } from './pool.ts';
 import { Presence } from './presence.ts';
 import { poolDatabase } from './loop/database.ts';
 import type { StopResult } from './loop/types.ts';
@@ -28,8 +29,12 @@ export interface WorkerRuntime {
   readonly inFlight: number;
   /** The port /healthz, /readyz and /metrics are served on; null when not served. */
   readonly healthPort: number | null;
-  /** Drain within `graceMs`, hand back the rest, close everything. */
-  stop(graceMs: number): Promise<StopResult>;
+  /**
+   * Drain within `graceMs`, hand back the rest, close everything. Records are retried through a
+   * database outage until `recordWithinMs` (default `graceMs`); the result lists any that never
+   * got through.
+   */
+  stop(graceMs: number, recordWithinMs?: number): Promise<StopResult>;
 }
 
 function version(): string {
@@ -44,11 +49,19 @@ function version(): string {
   return 'unknown';
 }
 
-/** Apply migrations, waiting out a database that is not up yet; a real migration error is thrown. */
-async function migrateWhenReachable(pool: pg.Pool, logger: Logger): Promise<void> {
+/**
+ * Apply migrations, waiting out a database that is not up yet; a real migration error is thrown.
+ * On a connection of its own: the pool's deadlines would cut a long migration short.
+ */
+async function migrateWhenReachable(connection: pg.ClientConfig, logger: Logger): Promise<void> {
   for (let attempt = 1; ; attempt++) {
+    const client = new pg.Client({ ...connection, connectionTimeoutMillis: 10_000, application_name: `pgq-worker ${process.pid} migrate` });
+    client.on('error', () => {});
     try {
-      const result = await withPoolClient(pool, (client) => migrate(client));
+      await client.connect();
+      const result = await migrate(client, undefined, {
+        onLockWait: (migration, retryInMs) => logger.warn({ migration, retryInMs }, 'migration could not get its table locks in time; retrying'),
+      });
       if (result.applied.length > 0) logger.info({ applied: result.applied }, 'migrations applied');
       return;
     } catch (error) {
@@ -56,6 +69,8 @@ async function migrateWhenReachable(pool: pg.Pool, logger: Logger): Promise<void
       const pauseMs = backoffMs(attempt, { baseMs: 200, maxMs: 5_000 });
       logger.warn({ err: describeError(error), retryInMs: pauseMs }, 'database not reachable for migrations; retrying');
       await new Promise((resolve) => setTimeout(resolve, pauseMs));
+    } finally {
+      await client.end().catch(() => {});
     }
   }
 }
@@ -71,16 +86,8 @@ export async function startWorkerRuntime(
   options: { serveHealth?: boolean } = {},
 ): Promise<WorkerRuntime> {
   const metrics = new WorkerMetrics();
-  const pool = new pg.Pool({
-    ...config.connection,
-    max: config.poolSize,
-    keepAlive: true,
-    connectionTimeoutMillis: 10_000,
-    // The pid tells an operator (and the tests) in pg_stat_activity which worker holds a connection.
-    application_name: `pgq-worker ${process.pid}`,
-  });
-  // Without a listener, a server shutdown becomes an uncaught exception; the pool reconnects by itself.
-  pool.on('error', (error) => logger.warn({ err: describeError(error) }, 'idle database connection lost'));
+  const deadlines = deadlinesFor(config);
+  const pool = createWorkerPool(config.connection, { max: config.poolSize, deadline: deadlines.run, logger });
   watchQueueDepth(metrics, () => queueDepth(pool));
   const threads = new ThreadPool(config.cpuThreads);
   let worker: Worker | undefined;
@@ -103,7 +110,7 @@ export async function startWorkerRuntime(
           },
         });
   let loopCrashed = false;
-  if (config.migrate) await migrateWhenReachable(pool, logger.child({ component: 'migrate' }));
+  if (config.migrate) await migrateWhenReachable(config.connection, logger.child({ component: 'migrate' }));
 
   const cpu = cpuSampler();
   presence = new Presence({
@@ -114,6 +121,7 @@ export async function startWorkerRuntime(
     concurrency: config.concurrency,
     version: version(),
     heartbeatMs: Math.max(100, Math.floor(config.leaseMs / 5)),
+    deadline: deadlines.presence,
     logger: logger.child({ component: 'presence' }),
     inFlight: () => worker?.inFlight ?? 0,
     cpu,
@@ -127,7 +135,8 @@ export async function startWorkerRuntime(
       batchSize: config.batchSize,
       queues: config.queues,
       pollMs: config.pollMs,
-      pipeline: config.poolSize,
+      // One connection is never the claims': failure records, hand-backs and maintenance need it.
+      pipeline: config.poolSize - 1,
       // A claim that failed on the client may still commit until the server notices the broken
       // connection; by then the lease would have ended the session's work anyway.
       claimDoubtMs: 2 * config.leaseMs,
@@ -149,7 +158,7 @@ export async function startWorkerRuntime(
         ? () => void backlog.publishIfDue().catch((error: unknown) => backlogLog.warn({ err: describeError(error) }, 'could not publish the backlog metric'))
         : undefined,
     },
-    { leaseMs: config.leaseMs, intervalMs: config.rescueIntervalMs, retentionMs: config.retentionMs },
+    { leaseMs: config.leaseMs, intervalMs: config.rescueIntervalMs, retentionMs: config.retentionMs, deadline: deadlines.maintenance },
   );
   void presence.start();
   const loop = worker.start().catch((error: unknown) => {
@@ -168,12 +177,13 @@ export async function startWorkerRuntime(
       return w.inFlight;
     },
     healthPort: health?.port ?? null,
-    async stop(graceMs) {
-      let result: StopResult = { finished: 0, handedBack: [], failed: [] };
+    async stop(graceMs, recordWithinMs) {
+      let result: StopResult = { finished: 0, handedBack: [], failed: [], unrecorded: [] };
       try {
-        result = await w.stop(graceMs);
+        result = await w.stop(graceMs, recordWithinMs);
       } catch (error) {
-        logger.error({ err: describeError(error) }, 'could not hand back jobs; their lease will expire and the rescuer returns them');
+        logger.error({ err: describeError(error) }, 'could not hand back jobs; maintenance returns them once this worker is gone');
+        result = { ...result, unrecorded: w.heldIds() };
       }
       await loop;
       await maintenance.stop();

@@ -70,7 +70,7 @@ describe('Pulumi.yaml', () => {
       raw[name] = Array.isArray(value) ? JSON.stringify(value) : String(value);
     }
     expect(problems(raw)).toEqual([]);
-    expect(parseConfig(raw, 'p').dbTier).toBe('db-f1-micro');
+    expect(parseConfig(raw, 'p').dbTier).toBe('db-g1-small');
   });
 });
 

@@ -18,6 +18,8 @@ export class FakeDatabase implements LoopDatabase {
   private nextId = 1;
   /** A job whose result the "server" refuses: any settle carrying it fails, as Postgres would. */
   refuse: string | undefined;
+  /** Settles carrying more successes than this run out of time (statement_timeout), as a slow server's would. */
+  timeoutAbove = Infinity;
   /** Errors to throw from the next settleAndClaim calls, in order. */
   readonly failNext: unknown[] = [];
   readonly claims: { limit: number; settled: number; at: number }[] = [];
@@ -67,6 +69,9 @@ export class FakeDatabase implements LoopDatabase {
       this.claims.push({ limit, settled: succeeded.length, at: this.now() });
       const failure = this.failNext.shift();
       if (failure !== undefined) throw failure;
+      if (succeeded.length > this.timeoutAbove) {
+        throw Object.assign(new Error('canceling statement due to statement timeout'), { code: '57014' });
+      }
       if (succeeded.some((s) => s.id === this.refuse)) {
         throw Object.assign(new Error('unsupported Unicode escape sequence'), { code: '22P05' });
       }

@@ -35,6 +35,8 @@ export class TcpProxy {
   /** Reset faults still to make, and which connections they may hit. */
   private resets: { left: number; match: Match; probability: number } | undefined;
   private blackHoleNew: Match | undefined;
+  /** Connections still to black-hole at their first statement after start-up, and which. */
+  private silenceAtStatement: { left: number; match: Match } | undefined;
   /** Connections reset by a dropped reply. */
   dropped = 0;
 
@@ -61,7 +63,7 @@ export class TcpProxy {
   }
 
   connections(): ProxiedConnection[] {
-    return [...this.links];
+    return [...this.links].map(({ id, applicationName, repliesForwarded, blackHoled, closed }) => ({ id, applicationName, repliesForwarded, blackHoled, closed }));
   }
 
   /**
@@ -72,16 +74,29 @@ export class TcpProxy {
     this.resets = { left: count, match, probability };
   }
 
-  /** Stop forwarding on every matching open connection, and on matching new ones, in both directions. */
-  blackHole(match: Match): void {
+  /**
+   * Stop forwarding on every matching open connection, in both directions, and on matching new
+   * ones unless `newConnections` is false.
+   */
+  blackHole(match: Match, options: { newConnections?: boolean } = {}): void {
     for (const link of this.links) if (match(link)) link.blackHoled = true;
-    this.blackHoleNew = match;
+    this.blackHoleNew = options.newConnections === false ? undefined : match;
+  }
+
+  /**
+   * The next `count` matching connections go silent at the first statement they send after
+   * their start-up finished (the statement is swallowed, no reply ever comes): connections that
+   * hang mid-query, not ones that cannot connect.
+   */
+  silenceAtNextStatement(count: number, match: Match): void {
+    this.silenceAtStatement = { left: count, match };
   }
 
   /** New connections are forwarded again; black-holed ones stay dead, as after a real partition. */
   heal(): void {
     this.blackHoleNew = undefined;
     this.resets = undefined;
+    this.silenceAtStatement = undefined;
   }
 
   async close(): Promise<void> {
@@ -100,8 +115,25 @@ export class TcpProxy {
         link.applicationName = applicationNameOf(startup);
         if (link.applicationName !== '' && this.blackHoleNew?.(link)) link.blackHoled = true;
       }
+      const silence = this.silenceAtStatement;
+      if (ready && silence && silence.left > 0 && silence.match(link)) {
+        silence.left--;
+        link.blackHoled = true;
+      }
       if (!link.blackHoled) server.write(chunk);
     });
+    // Start-up ends with the server's first ReadyForQuery ('Z'); messages are a type byte and a length.
+    let ready = false;
+    let pending = Buffer.alloc(0);
+    const watchForReady = (chunk: Buffer) => {
+      pending = Buffer.concat([pending, chunk]);
+      while (!ready && pending.length >= 5) {
+        const length = pending.readUInt32BE(1);
+        if (pending.length < 1 + length) return;
+        if (pending[0] === 0x5a) ready = true;
+        pending = pending.subarray(1 + length);
+      }
+    };
     server.on('data', (chunk: Buffer) => {
       if (link.blackHoled) return;
       const reset = this.resets;
@@ -111,6 +143,7 @@ export class TcpProxy {
         this.destroy(link);
         return;
       }
+      if (!ready) watchForReady(chunk);
       link.repliesForwarded += chunk.length;
       client.write(chunk);
     });

@@ -26,13 +26,24 @@ export interface RetryPolicy {
   readonly retryBaseMs: number;
   /** Longest retry delay. */
   readonly retryMaxMs: number;
+  /** Most result bytes one settle carries (default 4 MiB), so a settle's time stays bounded. */
+  readonly maxSettleBytes?: number;
 }
+
+/** Per success, what the settle statement adds besides the result itself. */
+const ROW_OVERHEAD_BYTES = 48;
 
 export class OutcomeRecorder {
   private succeeded: Succeeded[] = [];
   private readonly persisting = new Set<Promise<void>>();
   /** Jobs whose failure is being recorded: still this worker's until the record's reply. */
   private readonly recording = new Map<string, number>();
+  /** After this time (the stop's deadline) a failing record is given up on, its jobs listed in `unrecorded`. */
+  private giveUpAt = Infinity;
+  /** Jobs whose failure record was given up on. */
+  readonly unrecorded = new Set<string>();
+  /** Most successes per settle: halved by each settle that ran out of time, doubled back by each that did not. */
+  private settleCap = Infinity;
 
   constructor(
     private readonly deps: OutcomeDeps,
@@ -49,16 +60,44 @@ export class OutcomeRecorder {
     this.deps.metrics?.jobs.inc({ task, outcome: 'succeeded' });
   }
 
+  stopRetryingAt(time: number): void {
+    this.giveUpAt = time;
+  }
+
   /** Ids of the jobs whose outcome is waiting or on its way: the worker still holds them. */
   heldIds(): string[] {
     return [...this.succeeded.map((s) => s.id), ...this.recording.keys()];
   }
 
-  /** Take the waiting successes for a round trip. */
+  /** Take the waiting successes for a round trip, at most the settle cap and the byte bound (always one). */
   takeBatch(): Succeeded[] {
-    const batch = this.succeeded;
-    this.succeeded = [];
-    return batch;
+    const maxBytes = this.policy.maxSettleBytes ?? 4 * 1024 * 1024;
+    let bytes = 0;
+    let n = 0;
+    while (n < this.succeeded.length && n < this.settleCap) {
+      bytes += this.succeeded[n]!.resultJson.length + ROW_OVERHEAD_BYTES;
+      if (n > 0 && bytes > maxBytes) break;
+      n++;
+    }
+    if (n === this.succeeded.length) {
+      const batch = this.succeeded;
+      this.succeeded = [];
+      return batch;
+    }
+    return this.succeeded.splice(0, n);
+  }
+
+  /**
+   * How a settle of `size` successes ended: one that ran out of time halves the next settles
+   * (retrying it whole would time out again), one that did not lets them grow back.
+   */
+  settleEnded(size: number, timedOut: boolean): void {
+    if (timedOut && size > 0) {
+      this.settleCap = Math.max(1, Math.floor(size / 2));
+      this.deps.logger.warn({ settled: size, next: this.settleCap }, 'recording results ran out of time; sending fewer at once');
+    } else if (!timedOut && this.settleCap !== Infinity && size >= this.settleCap) {
+      this.settleCap = this.settleCap >= 65_536 ? Infinity : this.settleCap * 2;
+    }
   }
 
   /** A round trip failed: its successes wait again, ahead of newer ones. */
@@ -113,14 +152,15 @@ export class OutcomeRecorder {
 
   /** Record a failed run: a retry if it has attempts left and may run again, else failed for good. */
   recordFailure(workerId: string, job: ClaimedJob, error: unknown, log: () => Logger): Promise<void> {
-    return this.holding([job.id], this.persist(() => this.settleFailure(workerId, job, error, log)));
+    return this.holding([job.id], this.persist([job.id], () => this.settleFailure(workerId, job, error, log)));
   }
 
   /** Move runs to the history in a final state, retried through transient errors. */
   finishInBackground(workerId: string, finished: Finished[]): void {
+    const ids = finished.map((f) => f.id);
     void this.holding(
-      finished.map((f) => f.id),
-      this.persist(async () => {
+      ids,
+      this.persist(ids, async () => {
         await this.deps.db.finish(workerId, finished);
       }),
     );
@@ -167,8 +207,12 @@ export class OutcomeRecorder {
     }
   }
 
-  /** Run a record statement until it succeeds: a database outage must not lose an outcome. */
-  private persist(fn: () => Promise<void>): Promise<void> {
+  /**
+   * Run a record statement until it succeeds: a database outage must not lose an outcome. Only
+   * a stop's deadline, or a statement the database refuses, ends the retries; the jobs are then
+   * listed as unrecorded.
+   */
+  private persist(ids: string[], fn: () => Promise<void>): Promise<void> {
     const task = (async () => {
       for (let failures = 0; ; failures++) {
         try {
@@ -176,11 +220,13 @@ export class OutcomeRecorder {
           return;
         } catch (error) {
           this.deps.metrics?.dbErrors.inc({ component: 'settle' });
-          if (!isTransient(error) || failures > 1000) {
-            this.deps.logger.error({ err: describeError(error) }, 'could not record a job outcome; its lease will expire and it will be rescued');
+          const pauseMs = backoffMs(failures + 1, { baseMs: 100, maxMs: 5_000 });
+          if (!isTransient(error) || this.deps.clock.now() + pauseMs >= this.giveUpAt) {
+            for (const id of ids) this.unrecorded.add(id);
+            this.deps.logger.error({ err: describeError(error), jobs: ids }, 'could not record a job outcome; it is rescued once this worker is gone');
             return;
           }
-          await sleep(this.deps.clock, backoffMs(failures + 1, { baseMs: 100, maxMs: 5_000 }));
+          await sleep(this.deps.clock, pauseMs);
         }
       }
     })();

@@ -33,6 +33,8 @@ export interface WorkerOptions {
   readonly pollMs: number;
   readonly retryBaseMs: number;
   readonly retryMaxMs: number;
+  /** Most result bytes one settle carries (default 4 MiB). */
+  readonly maxSettleBytes?: number;
   /** Largest JSON result kept; a bigger one fails the run (default 1 MiB). */
   readonly maxResultBytes?: number;
   /** About how much work (ms) the prefetch buffer holds; see PrefetchOptions (default 50 ms). */
@@ -65,5 +67,10 @@ export interface StopResult {
   readonly handedBack: string[];
   /** At-most-once jobs that could not finish and ended failed. */
   readonly failed: string[];
+  /**
+   * Jobs whose outcome or hand-back the database never acknowledged before the stop deadline:
+   * they stay `running` under this worker until maintenance finds it gone.
+   */
+  readonly unrecorded: string[];
 }
 

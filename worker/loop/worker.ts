@@ -1,6 +1,6 @@
 import { backoffMs } from '../backoff.ts';
-import { systemClock, type Clock } from '../clock.ts';
-import { CancelledError, describeError, isTransient } from '../errors.ts';
+import { sleep, systemClock, type Clock } from '../clock.ts';
+import { CancelledError, describeError, isTimeout, isTransient } from '../errors.ts';
 import type { ClaimedJob } from '../types.ts';
 import { ClaimDoubt } from './claim-doubt.ts';
 import { abortRun, type Run } from './execute.ts';
@@ -34,6 +34,8 @@ export class Worker {
   private claiming = 0;
   private loop: Promise<void> | undefined;
   private finishedDuringStop = 0;
+  /** Set by stop(): records are retried through transient errors until then. */
+  private recordDeadline: number | undefined;
   private readonly doubt: ClaimDoubt;
   /** What each job run needs, made once: one object per job would be garbage per job. */
   private readonly jobDeps: JobRunDeps;
@@ -62,6 +64,11 @@ export class Worker {
   /** Jobs executing now or claimed and waiting in the buffer. */
   get inFlight(): number {
     return this.running.size + this.buffer.length;
+  }
+
+  /** Every job this worker holds: running, buffered, or with an outcome waiting or on its way. */
+  heldIds(): string[] {
+    return [...this.running.keys(), ...this.buffer.map((j) => j.id), ...this.outcomes.heldIds()];
   }
 
   /** How many jobs to hold beyond the free slots (see PrefetchSizer). */
@@ -122,6 +129,7 @@ export class Worker {
     try {
       result = await this.deps.db.settleAndClaim(workerId, batch, limit, this.options.queues);
     } catch (error) {
+      this.outcomes.settleEnded(batch.length, isTimeout(error));
       if (batch.length > 0 && !isTransient(error)) {
         await this.outcomes.isolate(workerId, batch, (part) => this.settleOnly(workerId, part));
       } else {
@@ -132,6 +140,7 @@ export class Worker {
     } finally {
       this.claiming -= limit;
     }
+    this.outcomes.settleEnded(batch.length, false);
     this.outcomes.checkSettled(batch, result.settled);
     this.buffer.push(...result.claimed);
     this.pump();
@@ -148,19 +157,29 @@ export class Worker {
   /**
    * Stop claiming, give running jobs until `graceMs` to finish, then hand back at-least-once
    * jobs at once (another worker starts them without waiting for a lease) and fail at-most-once
-   * ones (their handler may have done part of its work, so they must not run again).
+   * ones (their handler may have done part of its work, so they must not run again). Every
+   * record goes on being retried through a database outage until `recordWithinMs` from now (at
+   * least the grace period); what still is not recorded then is listed in `unrecorded`.
    */
-  async stop(graceMs: number): Promise<StopResult> {
-    const deadline = this.clock.now() + graceMs;
+  async stop(graceMs: number, recordWithinMs = graceMs): Promise<StopResult> {
+    const started = this.clock.now();
+    const deadline = started + graceMs;
+    this.recordDeadline = started + Math.max(graceMs, recordWithinMs);
+    this.outcomes.stopRetryingAt(this.recordDeadline);
     this.stopping = true;
     this.nudge();
     await this.loop;
+    const unrecorded: string[] = [];
     // Buffered jobs never started: back to the queue at once, whatever their delivery.
     const unstarted = this.buffer.map((j) => j.id);
     this.buffer = [];
     const workerId = this.deps.presence.workerId;
     let handedBack: string[] = [];
-    if (workerId && unstarted.length > 0) handedBack = await this.deps.db.handBack(workerId, [], unstarted);
+    if (workerId && unstarted.length > 0) {
+      const back = await this.record(() => this.deps.db.handBack(workerId, [], unstarted));
+      if (back === undefined) unrecorded.push(...unstarted);
+      handedBack = back ?? [];
+    }
     const startedWith = this.running.size;
     while (this.running.size > 0 && this.clock.now() < deadline) {
       let cancel: (() => void) | undefined;
@@ -177,30 +196,68 @@ export class Worker {
       abortRun(run, new Error('worker stopping'));
       this.running.delete(run.job.id);
     }
-    const settled = workerId ? await releaseUnfinished(this.deps.db, workerId, left, this.deps.metrics) : { handedBack: [], failed: [] };
-    handedBack = handedBack.concat(settled.handedBack);
-    await this.flush();
+    const released = workerId
+      ? await releaseUnfinished(this.deps.db, workerId, left, (statement) => this.record(statement), this.deps.metrics)
+      : { handedBack: [], failed: [], unrecorded: [] };
+    handedBack = handedBack.concat(released.handedBack);
+    unrecorded.push(...released.unrecorded);
+    try {
+      await this.flush();
+    } catch (error) {
+      this.deps.logger.error({ err: describeError(error) }, 'could not record every result before the stop deadline');
+    }
+    unrecorded.push(...this.outcomes.heldIds(), ...this.outcomes.unrecorded);
     this.deps.metrics?.inFlight.set(0);
-    return { finished: startedWith - left.length + this.finishedDuringStop, handedBack, failed: settled.failed };
+    return { finished: startedWith - left.length + this.finishedDuringStop, handedBack, failed: released.failed, unrecorded };
   }
 
-  /** Record every run that ended and is not yet recorded. */
+  /**
+   * Record every run that ended and is not yet recorded. While stopping, transient errors are
+   * retried until the stop's deadline; otherwise the first one is thrown.
+   */
   async flush(): Promise<void> {
     await this.outcomes.whenPersisted();
     const workerId = this.deps.presence.workerId;
-    while (workerId && this.outcomes.pending > 0) {
+    for (let failures = 0; workerId && this.outcomes.pending > 0; ) {
       const batch = this.outcomes.takeBatch();
       try {
         this.outcomes.checkSettled(batch, await this.settleOnly(workerId, batch));
+        this.outcomes.settleEnded(batch.length, false);
       } catch (error) {
+        this.outcomes.settleEnded(batch.length, isTimeout(error));
         if (isTransient(error)) {
           this.outcomes.putBack(batch);
-          throw error;
+          if (this.recordDeadline === undefined || !(await this.pauseBeforeRetry(++failures))) throw error;
+          continue;
         }
         await this.outcomes.isolate(workerId, batch, (part) => this.settleOnly(workerId, part));
       }
     }
     await this.outcomes.whenPersisted();
+  }
+
+  /** Run a stop-time record statement through transient errors until the stop's deadline. */
+  private async record<T>(statement: () => Promise<T>): Promise<T | undefined> {
+    for (let failures = 1; ; failures++) {
+      try {
+        return await statement();
+      } catch (error) {
+        if (!isTransient(error)) throw error;
+        this.deps.metrics?.dbErrors.inc({ component: 'stop' });
+        if (!(await this.pauseBeforeRetry(failures))) {
+          this.deps.logger.error({ err: describeError(error) }, 'the database did not come back before the stop deadline');
+          return undefined;
+        }
+      }
+    }
+  }
+
+  /** Wait before retry number `failures`; false when that would pass the stop's deadline. */
+  private async pauseBeforeRetry(failures: number): Promise<boolean> {
+    const pauseMs = backoffMs(failures, { baseMs: 100, maxMs: 2_000 });
+    if (this.recordDeadline === undefined || this.clock.now() + pauseMs >= this.recordDeadline) return false;
+    await sleep(this.clock, pauseMs);
+    return true;
   }
 
   /**
@@ -287,7 +344,7 @@ export class Worker {
    * (running, buffered, or with an outcome on its way), is exactly what lost replies left.
    */
   private async reconcile(): Promise<void> {
-    const held = [...this.running.keys(), ...this.buffer.map((j) => j.id), ...this.outcomes.heldIds()];
+    const held = this.heldIds();
     const released = await this.deps.db.releaseUnheld(this.deps.presence.workerId!, held);
     this.doubt.looked();
     if (released.length > 0) {
