@@ -47,6 +47,8 @@ describe('worker configuration', () => {
     ['MIGRATE', 'maybe', /^MIGRATE: expected true or false, got 'maybe'$/],
     ['LOG_LEVEL', 'loud', /^LOG_LEVEL: /],
     ['DB_POOL_SIZE', '0', /^DB_POOL_SIZE: /],
+    ['HEALTH_HOST', 'example.com', /^HEALTH_HOST: expected an IP address/],
+    ['HEALTH_STALL_MS', '10', /^HEALTH_STALL_MS: /],
     ['DB_POOL_SIZE', '1', /^DB_POOL_SIZE: expected a whole number from 2 to 100, got '1'$/],
     ['DB_STATEMENT_TIMEOUT_MS', '50', /^DB_STATEMENT_TIMEOUT_MS: /],
     ['PGPORT', 'fivefour', /^PGPORT: /],

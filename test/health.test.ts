@@ -105,3 +105,27 @@ it('runs burn jobs on threads: the event loop stays free while every slot burns'
   expect((await getJob(pool, jobs[0]!.id))?.state).toBe('running');
   await waitFor(async () => (await getJob(pool, jobs[1]!.id))?.state === 'succeeded' && (await getJob(pool, jobs[0]!.id))?.state === 'succeeded', 'both burns to finish');
 });
+
+it('/metrics stays small: unknown task names share one label, at most 50 queues are named, the depth is cached', async () => {
+  const port = await freePort();
+  spawnWorker({ DATABASE_URL: url, HEALTH_PORT: String(port) });
+  const jobs = await enqueueMany(pool, Array.from({ length: 300 }, (_, i) => ({ task: `no-such-task-${i}` })));
+  await waitFor(async () => {
+    const { rows } = await pool.query(`select count(*)::int as n from pgq.finished_jobs where id = any($1::bigint[])`, [jobs.map((j) => j.id)]);
+    return rows[0].n === 300;
+  }, 'the jobs of unknown tasks to fail');
+  await enqueueMany(pool, Array.from({ length: 80 }, (_, i) => ({ task: 'sleep', queue: `q${i}`, runAfter: new Date(Date.now() + 3_600_000) })));
+  const first = (await get(port, '/metrics'))!.body;
+  expect(first).toMatch(/^pgq_jobs_total\{task="unregistered",outcome="failed"\} 300$/m);
+  expect(first).not.toMatch(/no-such-task/);
+  const queues = new Set([...first.matchAll(/^pgq_queue_depth\{queue="([^"]+)"/gm)].map((m) => m[1]));
+  expect(queues.size).toBe(50);
+  expect(queues.has('(other)')).toBe(true);
+  // Nothing is dropped: the named queues and (other) add up to every queued job.
+  const shown = [...first.matchAll(/^pgq_queue_depth\{queue="[^"]+",when="(?:due|scheduled)"\} (\d+)$/gm)].reduce((sum, m) => sum + Number(m[1]), 0);
+  const { rows } = await pool.query(`select count(*)::int as n from pgq.jobs where state = 'queued'`);
+  expect(shown).toBe(rows[0].n);
+  // A job enqueued now shows at the next refresh, not at the next scrape.
+  await enqueue(pool, { task: 'sleep', queue: 'fresh', runAfter: new Date(Date.now() + 3_600_000) });
+  expect((await get(port, '/metrics'))!.body).not.toMatch(/queue="fresh"/);
+});

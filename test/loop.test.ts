@@ -151,6 +151,36 @@ describe('settles are bounded', () => {
   });
 });
 
+describe('the history clock', () => {
+  it("a job's start is its claim time on the database clock plus its monotonic wait in the buffer, never the VM's clock", async () => {
+    const clock = new ManualClock();
+    const db = new FakeDatabase(() => clock.now());
+    const gates: (() => void)[] = [];
+    const hold: TaskHandler = () => new Promise<void>((resolve) => gates.push(resolve));
+    const w = loop(db, { concurrency: 1 }, { hold }, clock);
+    // A first job teaches the prefetch that jobs are short, so the next claim takes three.
+    db.add(1);
+    await w.runOnce();
+    await waitFor(() => w.inFlight === 0, 'the first job');
+    await w.flush();
+    const claimedAt = new Date('2026-01-01T00:00:00.000Z');
+    const ids = db.add(3, { task: 'hold', startedAt: claimedAt });
+    await w.runOnce();
+    expect(w.inFlight).toBe(3);
+    await clock.advance(500);
+    gates.shift()!();
+    await waitFor(() => gates.length === 1, 'the second job to start');
+    await clock.advance(250);
+    gates.shift()!();
+    await waitFor(() => gates.length === 1, 'the third job to start');
+    gates.shift()!();
+    await waitFor(() => w.inFlight === 0, 'the jobs to end');
+    await w.flush();
+    const started = new Map(db.succeeded.map((s) => [s.id, s.startedAt.toISOString()]));
+    expect(ids.map((id) => started.get(id))).toEqual(['2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.500Z', '2026-01-01T00:00:00.750Z']);
+  });
+});
+
 describe('stop', () => {
   it('hands back unstarted and at-least-once jobs, fails at-most-once ones, records what finished', async () => {
     const db = new FakeDatabase();

@@ -8,6 +8,7 @@ import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
 import type pg from 'pg';
 import { countByState, enqueueMany } from '../worker/index.ts';
 import { createRunsTable, runsPerJob } from './fixtures/runs.ts';
+import { freePort } from '../scripts/local-postgres.ts';
 import { killChildren, openDatabase, root, spawnWorker, waitFor } from './harness.ts';
 import { TcpProxy } from './support/tcp-proxy.ts';
 
@@ -97,5 +98,50 @@ it('a presence connection that goes silent is replaced, and the worker goes on t
   await waitFor(() => proxy.connections().some((c) => presence(c) && !c.blackHoled), 'a new presence connection', 20_000);
   await enqueueMany(pool, Array.from({ length: 200 }, () => ({ task: 'counted', payload: {} })));
   await waitFor(async () => (await countByState(pool)).succeeded === 200 || undefined, 'the jobs to be done', 30_000);
+  expect(worker.child.exitCode).toBeNull();
+});
+
+async function get(port: number, path: string): Promise<{ status: number; body: string } | undefined> {
+  try {
+    const res = await fetch(`http://127.0.0.1:${port}${path}`);
+    return { status: res.status, body: await res.text() };
+  } catch {
+    return undefined;
+  }
+}
+
+it('/healthz turns unhealthy when the pool is dead while heartbeats get through, and healthy again once it works', async () => {
+  proxy = await startProxy();
+  const port = await freePort();
+  const worker = spawnWorker(workerEnv({ HEALTH_PORT: String(port), HEALTH_STALL_MS: '2000', DB_STATEMENT_TIMEOUT_MS: '300', WORKER_LEASE_MS: '2500' }));
+  const pid = worker.child.pid!;
+  await waitFor(async () => (await get(port, '/readyz'))?.status === 200, 'the worker to be ready');
+  proxy.blackHole((c) => c.applicationName === `pgq-worker ${pid}`);
+  const sick = await waitFor(async () => {
+    const r = await get(port, '/healthz');
+    return r?.status === 503 ? r : undefined;
+  }, '/healthz to turn unhealthy', 30_000);
+  expect(JSON.parse(sick.body)).toMatchObject({ status: 'unhealthy', reason: expect.stringMatching(/heartbeats get through/) });
+  proxy.heal();
+  await waitFor(async () => (await get(port, '/healthz'))?.status === 200, '/healthz to be healthy again', 30_000);
+  expect(worker.child.exitCode).toBeNull();
+});
+
+it('/healthz stays healthy while the whole database is unreachable; /readyz gives a generic reason', async () => {
+  proxy = await startProxy();
+  const port = await freePort();
+  const worker = spawnWorker(workerEnv({ HEALTH_PORT: String(port), HEALTH_STALL_MS: '1000', DB_STATEMENT_TIMEOUT_MS: '300', WORKER_LEASE_MS: '2500' }));
+  await waitFor(async () => (await get(port, '/readyz'))?.status === 200, 'the worker to be ready');
+  proxy.blackHole(() => true);
+  const until = Date.now() + 8_000;
+  while (Date.now() < until) {
+    expect((await get(port, '/healthz'))?.status).toBe(200);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  const ready = await waitFor(async () => {
+    const r = await get(port, '/readyz');
+    return r?.status === 503 ? r : undefined;
+  }, '/readyz to say not ready');
+  expect(JSON.parse(ready.body).reason).toMatch(/^(database not reachable|worker not registered with the database \(yet\))$/);
   expect(worker.child.exitCode).toBeNull();
 });

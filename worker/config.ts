@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import type pg from 'pg';
 import { parseConnection } from './connection.ts';
@@ -19,6 +20,13 @@ export interface WorkerConfig {
   readonly batchSize: number;
   /** Port of /healthz, /readyz and /metrics; 0 picks a free one. */
   readonly healthPort: number;
+  /** Address the health server listens on; null for every interface. */
+  readonly healthHost: string | null;
+  /**
+   * /healthz turns unhealthy when the worker's statements have failed this long while its
+   * heartbeats get through (a fault of this worker, not of the database).
+   */
+  readonly healthStallMs: number;
   /** Time running jobs get to finish after SIGTERM before they are handed back. */
   readonly shutdownGraceMs: number;
   /** Apply pending migrations at start. */
@@ -55,7 +63,7 @@ export interface WorkerConfig {
 export type WorkerSettings = Partial<Omit<WorkerConfig, 'connection'>>;
 
 type Env = Record<string, string | undefined>;
-type NumberField = 'concurrency' | 'batchSize' | 'healthPort' | 'shutdownGraceMs' | 'poolSize' | 'statementTimeoutMs' | 'leaseMs' | 'pollMs'
+type NumberField = 'concurrency' | 'batchSize' | 'healthPort' | 'healthStallMs' | 'shutdownGraceMs' | 'poolSize' | 'statementTimeoutMs' | 'leaseMs' | 'pollMs'
   | 'rescueIntervalMs' | 'retentionMs' | 'retryBaseMs' | 'retryMaxMs' | 'cpuThreads';
 
 const HOUR_MS = 3_600_000;
@@ -68,6 +76,7 @@ const NUMBERS: Record<NumberField, { env: string; min: number; max: number; fall
   concurrency: { env: 'WORKER_CONCURRENCY', min: 1, max: 1000, fallback: () => os.availableParallelism() },
   batchSize: { env: 'WORKER_BATCH_SIZE', min: 1, max: 5000, fallback: () => 1000 },
   healthPort: { env: 'HEALTH_PORT', min: 0, max: 65535, fallback: () => 8080 },
+  healthStallMs: { env: 'HEALTH_STALL_MS', min: 1_000, max: HOUR_MS, fallback: () => 60_000 },
   shutdownGraceMs: { env: 'SHUTDOWN_GRACE_MS', min: 0, max: HOUR_MS, fallback: () => 25_000 },
   poolSize: { env: 'DB_POOL_SIZE', min: 2, max: 100, fallback: () => 3 },
   statementTimeoutMs: { env: 'DB_STATEMENT_TIMEOUT_MS', min: 100, max: 600_000, fallback: () => 10_000 },
@@ -88,7 +97,7 @@ type Naming = (field: keyof WorkerConfig) => string;
 const envName: Naming = (field) =>
   field in NUMBERS
     ? NUMBERS[field as NumberField].env
-    : ({ queues: 'WORKER_QUEUES', migrate: 'MIGRATE', logLevel: 'LOG_LEVEL', taskModules: 'WORKER_TASKS', connection: 'DATABASE_URL' } as Record<string, string>)[field]!;
+    : ({ queues: 'WORKER_QUEUES', migrate: 'MIGRATE', logLevel: 'LOG_LEVEL', taskModules: 'WORKER_TASKS', connection: 'DATABASE_URL', healthHost: 'HEALTH_HOST' } as Record<string, string>)[field]!;
 const optionName: Naming = (field) => field;
 
 /**
@@ -132,9 +141,13 @@ export function resolveWorkerConfig(connection: pg.ClientConfig, settings: Worke
   if (!LOG_LEVELS.includes(logLevel)) {
     throw new InvalidInputError(naming('logLevel'), `expected one of ${LOG_LEVELS.join(', ')}, got '${settings.logLevel}'`);
   }
+  const healthHost = settings.healthHost ?? null;
+  if (healthHost !== null && (typeof healthHost !== 'string' || (net.isIP(healthHost) === 0 && healthHost !== 'localhost'))) {
+    throw new InvalidInputError(naming('healthHost'), `expected an IP address to listen on (0.0.0.0, ::, 127.0.0.1...), got ${JSON.stringify(healthHost)}`);
+  }
   const migrate = settings.migrate ?? true;
   if (typeof migrate !== 'boolean') throw new InvalidInputError(naming('migrate'), `expected true or false, got ${JSON.stringify(migrate)}`);
-  return { connection, ...numbers, queues, logLevel, migrate, taskModules: settings.taskModules ?? [], backlogMetric: settings.backlogMetric ?? null };
+  return { connection, ...numbers, healthHost, queues, logLevel, migrate, taskModules: settings.taskModules ?? [], backlogMetric: settings.backlogMetric ?? null };
 }
 
 /** A number from the environment, before range checks; an unparseable one names its variable. */
@@ -174,6 +187,7 @@ export function parseWorkerConfig(env: Env = process.env): WorkerConfig {
     settings.queues = queues;
   }
   if (env.LOG_LEVEL?.trim()) settings.logLevel = env.LOG_LEVEL.trim();
+  if (env.HEALTH_HOST?.trim()) settings.healthHost = env.HEALTH_HOST.trim();
   settings.migrate = envBoolean(env, 'MIGRATE');
   settings.taskModules = (env.WORKER_TASKS ?? '')
     .split(',')

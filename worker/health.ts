@@ -1,11 +1,10 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { describeError } from './errors.ts';
 import type { WorkerMetrics } from './metrics.ts';
 
 export interface HealthChecks {
-  /** The worker loop is running (not crashed, not stopped). */
-  live(): boolean;
+  /** Why this worker is unhealthy (loop crashed, a fault of its own), or undefined when it is healthy. */
+  live(): string | undefined;
   /** Database reachable, schema current, worker registered; the reason when not. */
   ready(): Promise<{ ok: true } | { ok: false; reason: string }>;
   readonly metrics: WorkerMetrics;
@@ -13,24 +12,28 @@ export interface HealthChecks {
 
 export interface HealthServer {
   readonly port: number;
+  /** The address listened on ('::' or '0.0.0.0' for every interface). */
+  readonly address: string;
   close(): Promise<void>;
 }
 
 /**
- * /healthz answers from the process alone: a database outage must not fail it, or autohealing
- * would recreate every VM at once for a problem no VM can fix. /readyz is where the database
- * shows. /metrics is the Prometheus text format.
+ * /healthz fails only for faults of this worker: a database outage must not fail it, or
+ * autohealing would recreate every VM at once for a problem no VM can fix. /readyz is where the
+ * database shows, with a generic reason (never the database's own text). /metrics is the
+ * Prometheus text format. `host` null listens on every interface.
  */
-export function startHealthServer(port: number, checks: HealthChecks): Promise<HealthServer> {
+export function startHealthServer(port: number, checks: HealthChecks, host: string | null = null, onError?: (error: unknown) => void): Promise<HealthServer> {
   const server = http.createServer((req, res) => {
-    void respond(req, res, checks);
+    void respond(req, res, checks, onError);
   });
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(port, () => {
+    server.listen(port, host ?? undefined, () => {
       server.off('error', reject);
       resolve({
         port: (server.address() as AddressInfo).port,
+        address: (server.address() as AddressInfo).address,
         close: () =>
           new Promise<void>((done) => {
             server.close(() => done());
@@ -41,7 +44,7 @@ export function startHealthServer(port: number, checks: HealthChecks): Promise<H
   });
 }
 
-async function respond(req: http.IncomingMessage, res: http.ServerResponse, checks: HealthChecks): Promise<void> {
+async function respond(req: http.IncomingMessage, res: http.ServerResponse, checks: HealthChecks, onError?: (error: unknown) => void): Promise<void> {
   const path = (req.url ?? '/').split('?')[0];
   const json = (status: number, body: unknown) => {
     res.writeHead(status, { 'content-type': 'application/json' });
@@ -49,8 +52,8 @@ async function respond(req: http.IncomingMessage, res: http.ServerResponse, chec
   };
   try {
     if (path === '/healthz') {
-      const live = checks.live();
-      json(live ? 200 : 503, { status: live ? 'ok' : 'worker loop stopped' });
+      const fault = checks.live();
+      json(fault ? 503 : 200, fault ? { status: 'unhealthy', reason: fault } : { status: 'ok' });
     } else if (path === '/readyz') {
       const ready = await checks.ready();
       json(ready.ok ? 200 : 503, ready.ok ? { status: 'ready' } : { status: 'not ready', reason: ready.reason });
@@ -62,6 +65,7 @@ async function respond(req: http.IncomingMessage, res: http.ServerResponse, chec
       json(404, { error: `no such path ${path}; try /healthz, /readyz or /metrics` });
     }
   } catch (error) {
-    json(500, { error: describeError(error) });
+    onError?.(error);
+    json(500, { error: 'internal error; the worker log has the details' });
   }
 }

@@ -27,6 +27,8 @@ export interface PresenceOptions {
   readonly onNotify: (queue: string) => void;
   /** Cancellation was requested for these running jobs. */
   readonly onCancel: (ids: string[]) => void;
+  /** A heartbeat got through: the database answers this worker. */
+  readonly onHeartbeat?: () => void;
 }
 
 /**
@@ -138,6 +140,7 @@ export class Presence {
     if (!this.id || this.client !== client || !this.readyNow) return;
     try {
       const cancel = await q.heartbeat(client, this.id, this.options.inFlight(), this.options.cpu());
+      this.options.onHeartbeat?.();
       if (cancel === null) {
         // Declared dead (the heartbeat came too late); this session still holds the lock.
         this.options.logger.warn({ workerId: this.id }, 'worker row was removed by a rescuer; registering again');

@@ -8,7 +8,9 @@ import { startHealthServer, type HealthServer } from './health.ts';
 import type { Logger } from './logger.ts';
 import { loadMigrations, migrate, schemaIsCurrent } from './migrate.ts';
 import { WorkerMetrics, watchQueueDepth } from './metrics.ts';
+import { systemClock } from './clock.ts';
 import { cpuSampler } from './cpu.ts';
+import { LocalFaults } from './local-faults.ts';
 import { deadlinesFor } from './deadlines.ts';
 import { createWorkerPool } from './pool.ts';
 import { Presence } from './presence.ts';
@@ -85,7 +87,7 @@ export async function startWorkerRuntime(
   logger: Logger,
   options: { serveHealth?: boolean } = {},
 ): Promise<WorkerRuntime> {
-  const metrics = new WorkerMetrics();
+  const metrics = new WorkerMetrics(tasks.keys());
   const deadlines = deadlinesFor(config);
   const pool = createWorkerPool(config.connection, { max: config.poolSize, deadline: deadlines.run, logger });
   watchQueueDepth(metrics, () => queueDepth(pool));
@@ -93,23 +95,37 @@ export async function startWorkerRuntime(
   let worker: Worker | undefined;
   let presence: Presence | undefined;
   const migrations = await loadMigrations();
+  const healthLog = logger.child({ component: 'health' });
+  const heartbeatMs = Math.max(100, Math.floor(config.leaseMs / 5));
+  const faults = new LocalFaults({ stallMs: config.healthStallMs, heartbeatMs, clock: systemClock, logger: healthLog });
+  let loopCrashed = false;
+  // The database's own text stays in the log (once per distinct error), never in a response.
+  let lastReadyError: string | undefined;
   const health =
     options.serveHealth === false
       ? null
-      : await startHealthServer(config.healthPort, {
-          metrics,
-          live: () => !loopCrashed,
-          ready: async () => {
-            if (!presence?.ready) return { ok: false, reason: 'worker not registered with the database (yet)' };
-            try {
-              if (!(await schemaIsCurrent(pool, migrations))) return { ok: false, reason: 'database schema is not current' };
-              return { ok: true };
-            } catch (error) {
-              return { ok: false, reason: `database: ${describeError(error)}` };
-            }
+      : await startHealthServer(
+          config.healthPort,
+          {
+            metrics,
+            live: () => (loopCrashed ? 'the worker loop stopped' : faults.fault()),
+            ready: async () => {
+              if (!presence?.ready) return { ok: false, reason: 'worker not registered with the database (yet)' };
+              try {
+                if (!(await schemaIsCurrent(pool, migrations))) return { ok: false, reason: 'database schema is not current' };
+                lastReadyError = undefined;
+                return { ok: true };
+              } catch (error) {
+                const text = describeError(error);
+                if (text !== lastReadyError) healthLog.warn({ err: text }, 'readiness check could not reach the database');
+                lastReadyError = text;
+                return { ok: false, reason: 'database not reachable' };
+              }
+            },
           },
-        });
-  let loopCrashed = false;
+          config.healthHost,
+          (error) => healthLog.error({ err: describeError(error) }, 'health endpoint failed'),
+        );
   if (config.migrate) await migrateWhenReachable(config.connection, logger.child({ component: 'migrate' }));
 
   const cpu = cpuSampler();
@@ -120,16 +136,17 @@ export async function startWorkerRuntime(
     queues: config.queues,
     concurrency: config.concurrency,
     version: version(),
-    heartbeatMs: Math.max(100, Math.floor(config.leaseMs / 5)),
+    heartbeatMs,
     deadline: deadlines.presence,
     logger: logger.child({ component: 'presence' }),
     inFlight: () => worker?.inFlight ?? 0,
     cpu,
     onNotify: (queue) => worker?.wake(queue),
     onCancel: (ids) => worker?.cancel(ids),
+    onHeartbeat: () => faults.heartbeatSucceeded(),
   });
   worker = new Worker(
-    { db: poolDatabase(pool), presence, tasks, threads, logger: logger.child({ component: 'worker' }), metrics },
+    { db: poolDatabase(pool), presence, tasks, threads, logger: logger.child({ component: 'worker' }), metrics, statements: faults },
     {
       concurrency: config.concurrency,
       batchSize: config.batchSize,

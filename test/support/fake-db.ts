@@ -11,6 +11,8 @@ export interface FakeJob {
   delivery?: Delivery;
   task?: string;
   payload?: unknown;
+  /** The claim time on the database's clock (default: now). */
+  startedAt?: Date;
 }
 
 export class FakeDatabase implements LoopDatabase {
@@ -50,7 +52,7 @@ export class FakeDatabase implements LoopDatabase {
         delivery: job.delivery ?? 'at_least_once',
         createdAt: at,
         runAfter: at,
-        startedAt: at,
+        startedAt: job.startedAt ?? at,
         expiresAt: null,
       });
     }

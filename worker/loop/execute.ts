@@ -10,6 +10,11 @@ import type { ProgressReporter } from './progress.ts';
 /** A job this worker is running. */
 export interface Run {
   readonly job: ClaimedJob;
+  /**
+   * When the handler started, on the database's clock: the claim's time plus the monotonic wait
+   * in the buffer. The VM's own clock may be off; the history must not be.
+   */
+  readonly startedAt: Date;
   /** Made on first use of ctx.signal: most handlers never look, and a controller per job costs. */
   controller?: AbortController;
   /** Why the run was aborted (cancel, hand-back), if it was. */

@@ -21,7 +21,6 @@ export async function runJob(run: Run, deps: JobRunDeps): Promise<void> {
   let child: Logger | undefined;
   const log = () => (child ??= deps.logger.child({ jobId: job.id, task: job.task, attempt: job.attempt }));
   const startedAt = deps.clock.now();
-  const startedAtDate = new Date();
   const outcome = await executeHandler(run, {
     tasks: deps.tasks,
     threads: deps.threads,
@@ -31,11 +30,11 @@ export async function runJob(run: Run, deps: JobRunDeps): Promise<void> {
   });
   const runMs = deps.clock.now() - startedAt;
   deps.prefetch.observe(runMs);
-  deps.metrics?.duration.observe({ task: job.task }, runMs / 1000);
+  deps.metrics?.jobRan(job.task, runMs / 1000);
   if (run.abandoned) return;
   await run.progress?.flush();
   if (outcome.ok) {
-    deps.outcomes.addSuccess({ id: job.id, attempt: job.attempt, resultJson: outcome.resultJson, startedAt: startedAtDate }, job.task);
+    deps.outcomes.addSuccess({ id: job.id, attempt: job.attempt, resultJson: outcome.resultJson, startedAt: run.startedAt }, job.task);
     return;
   }
   await deps.outcomes.recordFailure(deps.presence.workerId!, job, outcome.error, log);

@@ -6,6 +6,7 @@
 import { backoffMs } from '../backoff.ts';
 import { sleep, type Clock } from '../clock.ts';
 import { CancelledError, PermanentError, describeError, isTransient } from '../errors.ts';
+import type { StatementHealth } from '../local-faults.ts';
 import type { Logger } from '../logger.ts';
 import { storableText } from '../poison.ts';
 import type { WorkerMetrics } from '../metrics.ts';
@@ -19,6 +20,7 @@ export interface OutcomeDeps {
   readonly clock: Clock;
   /** Source of randomness for retry jitter (tests pin it). */
   readonly random: () => number;
+  readonly statements?: StatementHealth;
 }
 
 export interface RetryPolicy {
@@ -57,7 +59,7 @@ export class OutcomeRecorder {
 
   addSuccess(success: Succeeded, task: string): void {
     this.succeeded.push(success);
-    this.deps.metrics?.jobs.inc({ task, outcome: 'succeeded' });
+    this.deps.metrics?.jobEnded(task, 'succeeded');
   }
 
   stopRetryingAt(time: number): void {
@@ -113,7 +115,7 @@ export class OutcomeRecorder {
       if (!ok.has(s.id)) {
         // The rescuer gave the job to another worker (this one was late or cut off); its result is dropped.
         this.deps.logger.warn({ jobId: s.id, attempt: s.attempt }, 'job was taken from this worker before its result was recorded');
-        this.deps.metrics?.jobs.inc({ task: 'unknown', outcome: 'lost' });
+        this.deps.metrics?.jobEnded('unknown', 'lost');
       }
     }
   }
@@ -144,7 +146,7 @@ export class OutcomeRecorder {
         const [bad] = part;
         const message = storableText(`result could not be stored: ${describeError(error)}`.slice(0, 10_000));
         this.deps.logger.warn({ jobId: bad!.id, err: message }, 'job result refused by the database; the job fails');
-        this.deps.metrics?.jobs.inc({ task: 'unknown', outcome: 'failed' });
+        this.deps.metrics?.jobEnded('unknown', 'failed');
         this.finishInBackground(workerId, [{ id: bad!.id, attempt: bad!.attempt, state: 'failed', error: message }]);
       }
     }
@@ -195,7 +197,7 @@ export class OutcomeRecorder {
       const delayMs = backoffMs(job.attempt, { baseMs: this.policy.retryBaseMs, maxMs: this.policy.retryMaxMs, random: this.deps.random });
       if (await db.retry(workerId, job.id, job.attempt, message, delayMs)) {
         log().info({ err: message, retryInMs: delayMs }, 'job failed; will retry');
-        metrics?.jobs.inc({ task: job.task, outcome: 'retried' });
+        metrics?.jobEnded(job.task, 'retried');
         return;
       }
     }
@@ -203,7 +205,7 @@ export class OutcomeRecorder {
     const outcome = error instanceof CancelledError ? 'cancelled' : 'failed';
     if (moved.length > 0) {
       log().warn({ err: message }, outcome === 'cancelled' ? 'job cancelled' : 'job failed for good');
-      metrics?.jobs.inc({ task: job.task, outcome });
+      metrics?.jobEnded(job.task, outcome);
     }
   }
 
@@ -217,8 +219,10 @@ export class OutcomeRecorder {
       for (let failures = 0; ; failures++) {
         try {
           await fn();
+          this.deps.statements?.succeeded();
           return;
         } catch (error) {
+          this.deps.statements?.failed();
           this.deps.metrics?.dbErrors.inc({ component: 'settle' });
           const pauseMs = backoffMs(failures + 1, { baseMs: 100, maxMs: 5_000 });
           if (!isTransient(error) || this.deps.clock.now() + pauseMs >= this.giveUpAt) {

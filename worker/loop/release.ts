@@ -26,7 +26,7 @@ export async function releaseUnfinished(
     if (back === undefined) unrecorded.push(...atLeastOnce);
     handedBack = back ?? [];
     for (const run of left) {
-      if (handedBack.includes(run.job.id)) metrics?.jobs.inc({ task: run.job.task, outcome: 'handed_back' });
+      if (handedBack.includes(run.job.id)) metrics?.jobEnded(run.job.task, 'handed_back');
     }
   }
   let failed: string[] = [];

@@ -1,4 +1,5 @@
 import type { Clock } from '../clock.ts';
+import type { StatementHealth } from '../local-faults.ts';
 import type { Logger } from '../logger.ts';
 import type { WorkerMetrics } from '../metrics.ts';
 import type { TaskRegistry } from '../tasks/types.ts';
@@ -24,6 +25,8 @@ export interface WorkerDeps {
   readonly clock?: Clock;
   /** Source of randomness for retry jitter (tests pin it). */
   readonly random?: () => number;
+  /** Told how each claim and record statement ended, for /healthz. */
+  readonly statements?: StatementHealth;
 }
 
 export interface WorkerOptions {

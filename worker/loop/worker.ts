@@ -23,6 +23,8 @@ export class Worker {
   private readonly running = new Map<string, Run>();
   /** Claimed, not started yet: waiting for a free slot. */
   private buffer: ClaimedJob[] = [];
+  /** When each buffered job's claim reply arrived (monotonic clock). */
+  private readonly arrivedAt = new Map<string, number>();
   private readonly prefetch: PrefetchSizer;
   private readonly outcomes: OutcomeRecorder;
   private readonly clock: Clock;
@@ -49,7 +51,7 @@ export class Worker {
     this.doubt = new ClaimDoubt(this.clock, options.claimDoubtMs ?? 30_000);
     this.prefetch = new PrefetchSizer({ concurrency: options.concurrency, horizonMs: options.prefetchHorizonMs ?? 50, max: options.maxPrefetch ?? 2000 });
     this.outcomes = new OutcomeRecorder(
-      { db: deps.db, logger: deps.logger, metrics: deps.metrics, clock: this.clock, random: deps.random ?? Math.random },
+      { db: deps.db, logger: deps.logger, metrics: deps.metrics, clock: this.clock, random: deps.random ?? Math.random, statements: deps.statements },
       options,
     );
     this.jobDeps = {
@@ -93,6 +95,7 @@ export class Worker {
     const buffered = this.buffer.filter((j) => ids.includes(j.id));
     if (buffered.length > 0) {
       this.buffer = this.buffer.filter((j) => !ids.includes(j.id));
+      for (const j of buffered) this.arrivedAt.delete(j.id);
       // The history marks them cancelled: their cancel_requested flag is set.
       this.outcomes.finishInBackground(
         this.deps.presence.workerId!,
@@ -129,6 +132,7 @@ export class Worker {
     try {
       result = await this.deps.db.settleAndClaim(workerId, batch, limit, this.options.queues);
     } catch (error) {
+      this.deps.statements?.failed();
       this.outcomes.settleEnded(batch.length, isTimeout(error));
       if (batch.length > 0 && !isTransient(error)) {
         await this.outcomes.isolate(workerId, batch, (part) => this.settleOnly(workerId, part));
@@ -140,8 +144,11 @@ export class Worker {
     } finally {
       this.claiming -= limit;
     }
+    this.deps.statements?.succeeded();
     this.outcomes.settleEnded(batch.length, false);
     this.outcomes.checkSettled(batch, result.settled);
+    const arrived = this.clock.now();
+    for (const job of result.claimed) this.arrivedAt.set(job.id, arrived);
     this.buffer.push(...result.claimed);
     this.pump();
     return { requested: limit, claimed: result.claimed.length, settled: result.settled.length };
@@ -173,6 +180,7 @@ export class Worker {
     // Buffered jobs never started: back to the queue at once, whatever their delivery.
     const unstarted = this.buffer.map((j) => j.id);
     this.buffer = [];
+    this.arrivedAt.clear();
     const workerId = this.deps.presence.workerId;
     let handedBack: string[] = [];
     if (workerId && unstarted.length > 0) {
@@ -348,7 +356,7 @@ export class Worker {
     const released = await this.deps.db.releaseUnheld(this.deps.presence.workerId!, held);
     this.doubt.looked();
     if (released.length > 0) {
-      this.deps.metrics?.jobs.inc({ task: 'unknown', outcome: 'released' }, released.length);
+      this.deps.metrics?.jobEnded('unknown', 'released', released.length);
       this.deps.logger.warn({ jobs: released }, 'gave back jobs whose claim reply was lost');
     }
   }
@@ -359,10 +367,14 @@ export class Worker {
   }
 
   private startJob(job: ClaimedJob): void {
-    const run: Run = { job, abandoned: false, done: Promise.resolve() };
+    const buffered = this.clock.now() - (this.arrivedAt.get(job.id) ?? this.clock.now());
+    this.arrivedAt.delete(job.id);
+    // Both ends on the database's clock, plus the monotonic wait here: never the VM's own clock.
+    const startedAt = new Date(job.startedAt.getTime() + buffered);
+    const run: Run = { job, startedAt, abandoned: false, done: Promise.resolve() };
     this.running.set(job.id, run);
     this.deps.metrics?.inFlight.set(this.running.size);
-    this.deps.metrics?.wait.observe(Math.max(0, (Date.now() - job.runAfter.getTime()) / 1000));
+    this.deps.metrics?.wait.observe(Math.max(0, startedAt.getTime() - job.runAfter.getTime()) / 1000);
     run.done = runJob(run, this.jobDeps).finally(() => {
       if (this.running.get(job.id) === run) this.running.delete(job.id);
       this.pump();
