@@ -27,7 +27,8 @@ export function toRow(spec: JobSpec, where = ''): q.NewJobRow {
   try {
     payload = JSON.stringify(spec.payload ?? {});
   } catch (error) {
-    throw new InvalidInputError(field('payload'), `not JSON-serialisable (${(error as Error).message})`);
+    // V8's circular-structure message runs over several lines; the first says it.
+    throw new InvalidInputError(field('payload'), `not JSON-serialisable (${(error as Error).message.split('\n')[0]})`);
   }
   if (payload === undefined) throw new InvalidInputError(field('payload'), 'not JSON-serialisable');
   const refusal = jsonRefusal(payload);
