@@ -140,6 +140,24 @@ export function killChildren(): void {
   children.clear();
 }
 
+/**
+ * Kill every child and wait until the server has ended their sessions: a backend can go on with
+ * its statement after its process died, and a cleanup that truncates the tables would deadlock
+ * with a maintenance pass still holding some of them.
+ */
+export async function killChildrenAndWait(pool: pg.Pool): Promise<void> {
+  const pids = [...children].map((c) => c.pid).filter((p): p is number => p !== undefined);
+  killChildren();
+  if (pids.length === 0) return;
+  await waitFor(async () => {
+    const { rows } = await pool.query<{ n: number }>(
+      `select count(*)::int as n from pg_stat_activity where datname = current_database() and application_name = any($1::text[])`,
+      [pids.flatMap((p) => [`pgq-worker ${p}`, `pgq-worker ${p} presence`, `pgq-worker ${p} migrate`])],
+    );
+    return rows[0]!.n === 0;
+  }, 'the killed workers\' sessions to end');
+}
+
 /** The worker id a spawned process registered under (by its pid). */
 export async function workerIdOf(pool: pg.Pool, pid: number): Promise<string> {
   return waitFor(async () => {

@@ -7,7 +7,7 @@ import type pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { countByState, enqueueMany, getJob } from '../worker/index.ts';
 import { createRunsTable, runsPerJob } from './fixtures/runs.ts';
-import { killChildren, openDatabase, root, spawnWorker, waitFor, workerIdOf } from './harness.ts';
+import { killChildrenAndWait, openDatabase, root, spawnWorker, waitFor, workerIdOf } from './harness.ts';
 
 let url: string;
 let pool: pg.Pool;
@@ -18,7 +18,7 @@ beforeAll(async () => {
   await createRunsTable(pool);
 });
 afterEach(async () => {
-  killChildren();
+  await killChildrenAndWait(pool);
   await pool.query('truncate pgq.jobs, pgq.finished_jobs, pgq.job_keys, pgq.workers, test_runs');
 });
 afterAll(async () => {
