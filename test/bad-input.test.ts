@@ -51,7 +51,7 @@ describe('values that look like SQL are stored and run as the text they are', ()
     }
     expect(ran.map((r) => r.task)).toEqual(INJECTIONS);
     const { rows } = await pool.query(`select count(*)::int as n from information_schema.tables where table_schema = 'pgq'`);
-    expect(rows[0].n).toBe(6);
+    expect(rows[0].n).toBe(7);
   });
 });
 

@@ -9,7 +9,7 @@ import type { WorkerOptions } from '../worker/loop/types.ts';
 import { Worker } from '../worker/loop/worker.ts';
 import * as q from '../worker/sql/workers.ts';
 import { builtinTasks } from '../worker/tasks/builtin.ts';
-import { workerLockKey } from '../worker/locks.ts';
+import { drawWorkerId, workerLockKey } from '../worker/locks.ts';
 import type { TaskHandler } from '../worker/tasks/types.ts';
 import { ThreadPool } from '../worker/thread-pool.ts';
 import { createTestDatabase } from './database.ts';
@@ -19,7 +19,8 @@ export const root = fileURLToPath(new URL('..', import.meta.url));
 /** A migrated database of its own and a pool on it. */
 export async function openDatabase(options: { empty?: boolean } = {}): Promise<{ url: string; pool: pg.Pool }> {
   const url = await createTestDatabase(options);
-  const pool = new pg.Pool({ connectionString: url, max: 4 });
+  // Named as a worker's sessions are: maintenance's death rules look at when those started.
+  const pool = new pg.Pool({ connectionString: url, max: 4, application_name: 'pgq-worker test' });
   pool.on('error', () => {});
   return { url, pool };
 }
@@ -47,7 +48,8 @@ export async function manualWorker(
   // rescuer sees it alive; releasing that connection is how a test makes it die.
   const presence = await pool.connect();
   await presence.query('begin');
-  const workerId = await q.insertWorker(presence, { host: os.hostname(), pid: process.pid, queues: options.queues ?? null, concurrency: options.concurrency ?? 4, version: 'test' });
+  const workerId = drawWorkerId();
+  await q.insertWorker(presence, { id: workerId, host: os.hostname(), pid: process.pid, queues: options.queues ?? null, concurrency: options.concurrency ?? 4, version: 'test' });
   await q.lockWorkerPresence(presence, workerLockKey(workerId));
   await presence.query('commit');
   const tasks = new Map(builtinTasks);

@@ -8,7 +8,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
 import { startLocalPostgres, type LocalPostgres } from '../scripts/local-postgres.ts';
-import { countByState, enqueueMany, migrate } from '../worker/index.ts';
+import { countByState, enqueue, enqueueMany, getJob, migrate } from '../worker/index.ts';
 import { createRunsTable, runsPerJob } from './fixtures/runs.ts';
 import { killChildren, root, spawnWorker, waitFor } from './harness.ts';
 
@@ -127,4 +127,90 @@ it('SIGTERM during a database outage that outlasts the stop: exit 1, and the job
   await waitFor(async () => ((await counts())?.succeeded ?? 0) === 2, 'both jobs to be done by another worker', 60_000);
   helper.child.kill('SIGTERM');
   await helper.exited;
+});
+
+/** The worker ids registered now. */
+async function workerIds(): Promise<string[]> {
+  return (await pool.query<{ id: string }>('select id::text from pgq.workers order by id')).rows.map((r) => r.id);
+}
+
+/** How many of `ids` are in the history; undefined while the server is away or resetting. */
+async function finishedOf(ids: string[], state?: string): Promise<number | undefined> {
+  try {
+    const { rows } = await pool.query<{ n: number }>(
+      `select count(*)::int as n from pgq.finished_jobs where id = any($1::bigint[]) and ($2::text is null or state = $2)`,
+      [ids, state ?? null],
+    );
+    return rows[0]!.n;
+  } catch {
+    return undefined;
+  }
+}
+
+it('one backend SIGKILLed (every session dropped, start time unchanged): no live worker is declared dead, at-most-once jobs in flight run once and succeed', async () => {
+  await pool.query('truncate test_runs; delete from pgq.finished_jobs; delete from pgq.jobs; delete from pgq.workers');
+  const env = { DATABASE_URL: server.url, WORKER_TASKS: path.join(root, 'test/fixtures/tasks.ts'), WORKER_CONCURRENCY: '4', LOG_LEVEL: 'error' };
+  const workers = [spawnWorker(env), spawnWorker(env)];
+  await waitFor(async () => (await workerIds()).length === 2, 'both workers to register');
+  const before = await workerIds();
+  const jobs = await enqueueMany(pool, Array.from({ length: 8 }, () => ({ task: 'counted', payload: { workMs: 2_500 }, delivery: 'at_most_once' as const })));
+  await waitFor(async () => ((await counts())?.running ?? 0) === 8, 'all eight to be running');
+  const { rows } = await pool.query<{ pid: number }>(
+    `select pid from pg_stat_activity where application_name like 'pgq-worker %' and state is not null order by backend_start limit 1`,
+  );
+  process.kill(rows[0]!.pid, 'SIGKILL');
+  await waitFor(async () => (await finishedOf(jobs.map((j) => j.id))) === 8, 'the eight to end', 60_000);
+  const { rows: ended } = await pool.query<{ state: string; error: string | null }>(`select state, error from pgq.finished_jobs where id = any($1::bigint[])`, [jobs.map((j) => j.id)]);
+  expect(ended.map((r) => r.error ?? r.state)).toEqual(Array(8).fill('succeeded'));
+  const runs = await runsPerJob(pool);
+  expect(jobs.map((j) => runs.get(j.id))).toEqual(Array(8).fill(1));
+  expect(await workerIds()).toEqual(before);
+  for (const w of workers) expect(w.child.exitCode).toBeNull();
+});
+
+it('a database outage of twice the lease: no worker is declared dead afterwards, jobs in flight run once', async () => {
+  await pool.query('truncate test_runs; delete from pgq.finished_jobs; delete from pgq.jobs; delete from pgq.workers');
+  const env = { DATABASE_URL: server.url, WORKER_TASKS: path.join(root, 'test/fixtures/tasks.ts'), WORKER_CONCURRENCY: '2', LOG_LEVEL: 'error', WORKER_LEASE_MS: '2000' };
+  const workers = [spawnWorker(env), spawnWorker(env)];
+  await waitFor(async () => (await workerIds()).length === 2, 'both workers to register');
+  const before = await workerIds();
+  const jobs = await enqueueMany(pool, Array.from({ length: 4 }, () => ({ task: 'counted', payload: { workMs: 1_000 }, delivery: 'at_most_once' as const })));
+  await waitFor(async () => ((await counts())?.running ?? 0) === 4, 'all four to be running');
+  await server.stop();
+  const downAt = Date.now();
+  // Twice the lease, measured while the server is really down.
+  await waitFor(() => Date.now() - downAt >= 4_000, 'twice the lease to pass');
+  await server.restart();
+  await waitFor(async () => (await finishedOf(jobs.map((j) => j.id), 'succeeded')) === 4, 'the four to be recorded', 60_000);
+  expect(await workerIds()).toEqual(before);
+  const runs = await runsPerJob(pool);
+  expect(jobs.map((j) => runs.get(j.id))).toEqual(Array(4).fill(1));
+  for (const w of workers) expect(w.child.exitCode).toBeNull();
+});
+
+it('a worker frozen past its lease wakes without starting what it had buffered; its old id never comes back', async () => {
+  await pool.query('truncate test_runs; delete from pgq.finished_jobs; delete from pgq.jobs; delete from pgq.workers');
+  const env = { DATABASE_URL: server.url, WORKER_TASKS: path.join(root, 'test/fixtures/tasks.ts'), LOG_LEVEL: 'error', WORKER_LEASE_MS: '2000' };
+  const frozen = spawnWorker({ ...env, WORKER_CONCURRENCY: '1' });
+  const frozenId = await waitFor(async () => (await workerIds())[0], 'the worker to register');
+  // Short jobs first, so its prefetch learns to claim ahead.
+  await enqueueMany(pool, Array.from({ length: 30 }, () => ({ task: 'counted', payload: {} })));
+  await waitFor(async () => ((await counts())?.succeeded ?? 0) === 30, 'the short jobs');
+  const long = await enqueue(pool, { task: 'counted', payload: { workMs: 4_000 } });
+  await waitFor(async () => ((await counts())?.running ?? 0) === 1, 'the long job to start');
+  const buffered = await enqueueMany(pool, Array.from({ length: 5 }, () => ({ task: 'counted', payload: {}, delivery: 'at_most_once' as const })));
+  await waitFor(async () => ((await counts())?.running ?? 0) === 6, 'the at-most-once jobs to be claimed into its buffer');
+  frozen.child.kill('SIGSTOP');
+  const rescuer = spawnWorker({ ...env, WORKER_CONCURRENCY: '1', WORKER_QUEUES: 'elsewhere' });
+  await waitFor(async () => !(await workerIds()).includes(frozenId), 'the frozen worker to be declared dead', 30_000);
+  frozen.child.kill('SIGCONT');
+  // It registers anew and goes on working.
+  const after = await enqueue(pool, { task: 'counted', payload: {} });
+  await waitFor(async () => (await getJob(pool, after.id))?.state === 'succeeded', 'a new job to run', 30_000);
+  const runs = await runsPerJob(pool);
+  for (const j of buffered) expect(runs.get(j.id) ?? 0).toBe(0);
+  expect((await getJob(pool, long.id))?.state).toMatch(/queued|running|succeeded/);
+  expect(await workerIds()).not.toContain(frozenId);
+  expect(frozen.child.exitCode).toBeNull();
+  rescuer.child.kill('SIGKILL');
 });

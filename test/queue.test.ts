@@ -30,6 +30,11 @@ async function worker(options: Parameters<typeof manualWorker>[1] = {}) {
 const rescuer = (options: Partial<ConstructorParameters<typeof Maintenance>[1]> = {}) =>
   new Maintenance({ pool, logger: silentLogger }, { leaseMs: 15_000, intervalMs: 1_000, retentionMs: 3_600_000, ...options });
 
+/** As if maintenance had just run and no outage came before: no grace point, no gap. */
+async function passedJustNow(): Promise<void> {
+  await pool.query(`update pgq.maintenance set last_pass_at = now(), grace_from = '-infinity'`);
+}
+
 describe('enqueue', () => {
   it('stores every option as given', async () => {
     const runAfter = new Date(Date.now() + 60_000);
@@ -360,7 +365,11 @@ describe('rescue', () => {
     expect((await dying.worker.runOnce()).claimed).toBe(3);
     // The process is gone: its connection, and with it the presence lock.
     dying.kill();
-    const pass = await rescuer().runOnce();
+    await passedJustNow();
+    // Its last heartbeat just before it died (newer than every worker session now connected).
+    await pool.query(`update pgq.workers set heartbeat_at = now() where id = $1`, [dying.workerId]);
+    // The lock-loss window would make the test wait for the heartbeat to age: none here.
+    const pass = await rescuer({ lockLossMs: 0 }).runOnce();
     expect(pass.deadWorkers).toEqual([dying.workerId]);
     expect(pass.requeued).toEqual([alo.id]);
     expect(pass.failed.sort()).toEqual([amo.id, last.id].sort());
@@ -379,6 +388,7 @@ describe('rescue', () => {
     await stuck.worker.runOnce();
     expect((await rescuer().runOnce()).deadWorkers).toEqual([]);
     await pool.query(`update pgq.workers set heartbeat_at = now() - interval '16 seconds'`);
+    await passedJustNow();
     const pass = await rescuer({ leaseMs: 15_000 }).runOnce();
     expect(pass.deadWorkers).toEqual([stuck.workerId]);
     expect(pass.requeued).toHaveLength(1);
@@ -394,11 +404,31 @@ describe('rescue', () => {
     expect(pass.requeued).toEqual([id]);
   });
 
-  it('gives a worker that last beat before a server restart its lease to reconnect', async () => {
+  it('a lost lock counts as death only with a heartbeat newer than every worker session (not after a crash-reinit)', async () => {
     const w = await worker();
     w.kill();
-    await pool.query(`update pgq.workers set heartbeat_at = pg_postmaster_start_time() - interval '1 second'`);
-    expect((await rescuer({ leaseMs: 3_600_000 }).runOnce()).deadWorkers).toEqual([]);
+    await passedJustNow();
+    // As after a reinit: every session now connected started after the worker's last heartbeat.
+    await pool.query(
+      `update pgq.workers set heartbeat_at = (select min(backend_start) from pg_stat_activity
+                                                where datname = current_database() and application_name like 'pgq-worker %') - interval '1 second'`,
+    );
+    expect((await rescuer({ leaseMs: 3_600_000, lockLossMs: 0 }).runOnce()).deadWorkers).toEqual([]);
+    await pool.query(`update pgq.workers set heartbeat_at = now() - interval '1 millisecond'`);
+    expect((await rescuer({ leaseMs: 3_600_000, lockLossMs: 0 }).runOnce()).deadWorkers).toEqual([w.workerId]);
+  });
+
+  it('after a gap in maintenance longer than twice the interval, nobody is removed and every lease starts again', async () => {
+    const w = await worker();
+    await pool.query(`update pgq.workers set heartbeat_at = now() - interval '1 hour'`);
+    await pool.query(`update pgq.maintenance set last_pass_at = now() - interval '1 minute', grace_from = '-infinity'`);
+    const first = await rescuer({ leaseMs: 15_000 }).runOnce();
+    expect(first.deadWorkers).toEqual([]);
+    // The next pass counts the silence from the grace point, not from the old heartbeat.
+    expect((await rescuer({ leaseMs: 15_000 }).runOnce()).deadWorkers).toEqual([]);
+    await pool.query(`update pgq.maintenance set grace_from = now() - interval '16 seconds'`);
+    expect((await rescuer({ leaseMs: 15_000 }).runOnce()).deadWorkers).toEqual([w.workerId]);
+    w.kill();
   });
 
   it('runs maintenance in one process at a time', async () => {

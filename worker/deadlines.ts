@@ -27,12 +27,35 @@ function withMargin(statementMs: number, minMarginMs = 1_000): DeadlineClass {
   return { statementMs, clientMs: statementMs + Math.max(minMarginMs, Math.round(statementMs / 2)) };
 }
 
+const clamp = (value: number, min: number, max: number) => Math.min(max, Math.max(min, Math.round(value)));
+
 export function deadlinesFor(options: { statementTimeoutMs: number; leaseMs: number }): Deadlines {
   return {
     run: withMargin(options.statementTimeoutMs),
-    presence: withMargin(Math.min(5_000, Math.max(250, Math.round(options.leaseMs / 4))), 250),
+    presence: withMargin(clamp(options.leaseMs / 15, 250, 1_000), 250),
     maintenance: withMargin(Math.max(30_000, options.statementTimeoutMs)),
   };
+}
+
+/** How a worker proves it is alive, and how soon others may conclude it is not. */
+export interface Liveness {
+  /** Time between heartbeats. */
+  readonly heartbeatMs: number;
+  /**
+   * G: how long after sending its last acknowledged heartbeat a worker may still start jobs,
+   * less `marginMs` (heartbeat interval + heartbeat deadline + margin). Shorter than the lease.
+   */
+  readonly workerLeaseMs: number;
+  readonly marginMs: number;
+  /** The rescuer counts a lost presence lock as death once the heartbeat is this old: G and the margin again. */
+  readonly lockLossMs: number;
+}
+
+export function livenessFor(options: { leaseMs: number; statementTimeoutMs: number }): Liveness {
+  const heartbeatMs = clamp(options.leaseMs / 15, 100, 1_000);
+  const marginMs = clamp(options.leaseMs / 30, 50, 500);
+  const workerLeaseMs = heartbeatMs + deadlinesFor(options).presence.clientMs + marginMs;
+  return { heartbeatMs, workerLeaseMs, marginMs, lockLossMs: workerLeaseMs + marginMs };
 }
 
 /** What every worker session sets after it connects, with its class's statement timeout. */

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { describeError } from './errors.ts';
+import { describeError, isTransient } from './errors.ts';
 import type { Logger } from './logger.ts';
 import type { WorkerMetrics } from './metrics.ts';
 import type { DeadlineClass } from './deadlines.ts';
@@ -24,7 +24,15 @@ export interface MaintenanceOptions {
   readonly batchLimit?: number;
   /** Deadlines of each step (server and client); none when left out. */
   readonly deadline?: DeadlineClass;
+  /**
+   * How old a heartbeat must be before a lost presence lock counts as death (the fast path).
+   * It must cover a worker's own lease (see presence), or a worker whose connection dropped
+   * would lose its jobs while it still runs them (`livenessFor().lockLossMs`). Default: the
+   * lease or 4 intervals, if less.
+   */
+  readonly lockLossMs?: number;
 }
+
 
 export interface MaintenanceDeps {
   readonly pool: pg.Pool;
@@ -64,38 +72,72 @@ export class Maintenance {
     private readonly options: MaintenanceOptions,
   ) {}
 
-  /** One pass, in one short transaction. */
+  /**
+   * One pass: each step in a short transaction of its own, under the maintenance lock, so one
+   * step that keeps failing (a prune, an analyse) never holds back the rescue of dead workers.
+   * When another process holds the lock at the first step, the pass is skipped.
+   */
   async runOnce(): Promise<MaintenancePass> {
     const deadline = this.options.deadline;
+    const limit = this.options.batchLimit ?? 5_000;
+    const slow = Date.now() - this.lastSlowPassAt >= (this.options.sweepAndPruneEveryMs ?? 60_000);
     return withPoolClient(this.deps.pool, async (pooled) => {
       const client = deadline ? withQueryDeadline(pooled, deadline.clientMs) : pooled;
-      try {
-        await client.query('begin');
-        if (deadline) await setTransactionStatementTimeout(client, deadline.statementMs);
-        if (!(await q.tryMaintenanceLock(client))) {
+      const step = async <T>(name: string, fn: () => Promise<T>): Promise<{ led: boolean; value?: T }> => {
+        try {
+          await client.query('begin');
+          if (deadline) await setTransactionStatementTimeout(client, deadline.statementMs);
+          if (!(await q.tryMaintenanceLock(client))) {
+            await client.query('commit');
+            return { led: false };
+          }
+          const value = await fn();
           await client.query('commit');
-          return { skipped: true, deadWorkers: [], requeued: [], failed: [], expired: 0, pruned: 0 };
+          return { led: true, value };
+        } catch (error) {
+          await client.query('rollback').catch(() => {});
+          this.deps.metrics?.dbErrors.inc({ component: 'maintenance' });
+          this.deps.logger.warn({ err: describeError(error), step: name }, 'maintenance step failed; the others go on');
+          if (isTransient(error) && name === 'death') throw error;
+          return { led: true };
         }
-        const deadWorkers = await q.deleteDeadWorkers(client, this.options.leaseMs);
-        const slow = Date.now() - this.lastSlowPassAt >= (this.options.sweepAndPruneEveryMs ?? 60_000);
-        const { requeued, failed } = await q.rescueOrphans(client, deadWorkers, slow);
-        const limit = this.options.batchLimit ?? 5_000;
-        const expired = await q.expireJobs(client, limit);
-        await q.analyzeIfStale(client);
-        let pruned = 0;
-        if (slow) {
-          pruned = await q.pruneFinished(client, this.options.retentionMs, limit);
-          this.lastSlowPassAt = Date.now();
-        }
-        await client.query('commit');
-        const pass = { skipped: false, deadWorkers, requeued, failed, expired, pruned };
-        this.report(pass);
-        return pass;
-      } catch (error) {
-        await client.query('rollback').catch(() => {});
-        throw error;
+      };
+      const death = await step('death', async () => {
+        const found = await q.deleteDeadWorkers(client, this.rules());
+        return { ...found, ...(await q.rescueOrphans(client, found.dead)) };
+      });
+      if (!death.led) return { skipped: true, deadWorkers: [], requeued: [], failed: [], expired: 0, pruned: 0 };
+      const deadWorkers = death.value?.dead ?? [];
+      let requeued = death.value?.requeued ?? [];
+      let failed = death.value?.failed ?? [];
+      if (death.value?.gap) this.deps.logger.warn('maintenance had not run for a while (database or fleet away): every lease starts again now');
+      if (slow) {
+        // Running jobs whose worker row is gone, whatever removed it.
+        const orphans = await step('orphans', () => q.rescueOrphans(client, [], true));
+        requeued = requeued.concat(orphans.value?.requeued ?? []);
+        failed = failed.concat(orphans.value?.failed ?? []);
       }
+      const expired = (await step('expiry', () => q.expireJobs(client, limit))).value ?? 0;
+      await step('analyse', () => q.analyzeIfStale(client));
+      let pruned = 0;
+      if (slow) {
+        pruned = (await step('prune', () => q.pruneFinished(client, this.options.retentionMs, limit))).value ?? 0;
+        this.lastSlowPassAt = Date.now();
+      }
+      const pass = { skipped: false, deadWorkers, requeued, failed, expired, pruned };
+      this.report(pass);
+      return pass;
     });
+  }
+
+  private rules(): q.DeathRules {
+    const { leaseMs, intervalMs } = this.options;
+    return {
+      leaseMs,
+      lockLossMs: this.options.lockLossMs ?? Math.min(leaseMs, 4 * intervalMs),
+      // Passes come every interval, jittered by a quarter, from whichever worker leads.
+      passGapMs: Math.max(2 * intervalMs, 2_000),
+    };
   }
 
   /** Run passes on a timer until stop(). */

@@ -1,9 +1,9 @@
 import pg from 'pg';
 import { describeError } from './errors.ts';
-import { workerLockKey } from './locks.ts';
+import { drawWorkerId, workerLockKey } from './locks.ts';
 import type { Logger } from './logger.ts';
 import { backoffMs } from './backoff.ts';
-import { sessionSettings, type DeadlineClass } from './deadlines.ts';
+import { sessionSettings, type DeadlineClass, type Liveness } from './deadlines.ts';
 import { applySessionSettings } from './sql/session.ts';
 import { JOBS_CHANNEL } from './sql/shared.ts';
 import * as q from './sql/workers.ts';
@@ -29,6 +29,10 @@ export interface PresenceOptions {
   readonly onCancel: (ids: string[]) => void;
   /** A heartbeat got through: the database answers this worker. */
   readonly onHeartbeat?: () => void;
+  /** The incarnation `workerId` was declared dead: abandon everything held under it. */
+  readonly onRevoked?: (workerId: string) => void;
+  /** The worker's own lease (livenessFor); without it, ready alone lets the worker run. */
+  readonly liveness?: Liveness;
 }
 
 /**
@@ -48,6 +52,10 @@ export class Presence {
   private closed = false;
   private readyNow = false;
   private readyWaiters: (() => void)[] = [];
+  /** Monotonic send time of the last heartbeat the database acknowledged. */
+  private lastAckedAt = -Infinity;
+  /** Whether this session holds the presence lock (a reconnect may find the old session still holding it). */
+  private lockHeld = false;
 
   constructor(private readonly options: PresenceOptions) {}
 
@@ -110,51 +118,80 @@ export class Presence {
   }
 
   /**
-   * Keep the id across reconnects so jobs this process still runs can be settled, unless the
-   * old session still holds the lock (the server has not noticed it is gone): then start over
-   * with a new id rather than wait for that.
+   * A reconnect keeps the incarnation whatever the lock's state: the old session may still hold
+   * the lock until the server notices it is gone, and the heartbeats alone keep this worker
+   * alive meanwhile (the lock is only the fast path of death). A missing row means the
+   * incarnation was revoked (declared dead, its jobs taken back): everything held under it is
+   * abandoned and a new one registered. A revoked id is never inserted again.
    */
   private async register(client: pg.Client): Promise<void> {
-    const o = this.options;
-    const worker = { host: o.host, pid: o.pid, queues: o.queues, concurrency: o.concurrency, version: o.version };
     if (this.id) {
-      if (await q.tryLockWorkerPresence(client, workerLockKey(this.id))) {
-        await q.insertWorker(client, { ...worker, id: this.id });
+      const sentAt = performance.now();
+      if ((await q.heartbeat(client, this.id, this.options.inFlight(), this.options.cpu())) !== null) {
+        this.acknowledged(sentAt);
+        this.lockHeld = await q.tryLockWorkerPresence(client, workerLockKey(this.id));
         return;
       }
-      o.logger.warn({ workerId: this.id }, 'previous session still holds this worker id; registering anew');
+      this.revoke();
     }
-    await client.query('begin');
-    try {
-      const id = await q.insertWorker(client, worker);
-      await q.lockWorkerPresence(client, workerLockKey(id));
-      await client.query('commit');
-      this.id = id;
-    } catch (error) {
-      await client.query('rollback').catch(() => {});
-      throw error;
+    const o = this.options;
+    const worker = { host: o.host, pid: o.pid, queues: o.queues, concurrency: o.concurrency, version: o.version };
+    for (;;) {
+      const id = drawWorkerId();
+      // The lock first: an id whose lock key another worker's id folds to is drawn again.
+      if (!(await q.tryLockWorkerPresence(client, workerLockKey(id)))) continue;
+      const sentAt = performance.now();
+      if (await q.insertWorker(client, { ...worker, id })) {
+        this.id = id;
+        this.lockHeld = true;
+        this.acknowledged(sentAt);
+        return;
+      }
+      await q.unlockWorkerPresence(client, workerLockKey(id));
     }
+  }
+
+  /** The incarnation is gone: tell the owner, who abandons what it held, and forget the id. */
+  private revoke(): void {
+    const old = this.id;
+    this.id = undefined;
+    this.lastAckedAt = -Infinity;
+    this.options.logger.warn({ workerId: old }, 'this worker was declared dead; abandoning its jobs and registering anew');
+    if (old) this.options.onRevoked?.(old);
+  }
+
+  private acknowledged(sentAt: number): void {
+    this.lastAckedAt = Math.max(this.lastAckedAt, sentAt);
+    this.options.onHeartbeat?.();
+  }
+
+  /**
+   * Whether this worker may start jobs and claim: until the send time of its last acknowledged
+   * heartbeat plus its lease, less a margin. Past that, the rescuer may already consider it dead.
+   */
+  get leaseValid(): boolean {
+    const { liveness } = this.options;
+    if (!liveness) return this.readyNow;
+    return this.id !== undefined && performance.now() < this.lastAckedAt + liveness.workerLeaseMs - liveness.marginMs;
   }
 
   private async beat(client: pg.Client): Promise<void> {
     if (!this.id || this.client !== client || !this.readyNow) return;
     try {
+      const sentAt = performance.now();
       const cancel = await q.heartbeat(client, this.id, this.options.inFlight(), this.options.cpu());
-      this.options.onHeartbeat?.();
       if (cancel === null) {
-        // Declared dead (the heartbeat came too late); this session still holds the lock.
-        this.options.logger.warn({ workerId: this.id }, 'worker row was removed by a rescuer; registering again');
-        await q.insertWorker(client, {
-          id: this.id,
-          host: this.options.host,
-          pid: this.options.pid,
-          queues: this.options.queues,
-          concurrency: this.options.concurrency,
-          version: this.options.version,
-        });
-      } else if (cancel.length > 0) {
-        this.options.onCancel(cancel);
+        this.readyNow = false;
+        this.revoke();
+        await this.register(client);
+        this.readyNow = true;
+        this.options.logger.info({ workerId: this.id }, 'worker registered anew');
+        this.options.onNotify('');
+        return;
       }
+      this.acknowledged(sentAt);
+      if (!this.lockHeld) this.lockHeld = await q.tryLockWorkerPresence(client, workerLockKey(this.id));
+      if (cancel.length > 0) this.options.onCancel(cancel);
     } catch (error) {
       this.lost(client, error);
     }

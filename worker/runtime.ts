@@ -11,7 +11,7 @@ import { WorkerMetrics, watchQueueDepth } from './metrics.ts';
 import { systemClock } from './clock.ts';
 import { cpuSampler } from './cpu.ts';
 import { LocalFaults } from './local-faults.ts';
-import { deadlinesFor } from './deadlines.ts';
+import { deadlinesFor, livenessFor } from './deadlines.ts';
 import { createWorkerPool } from './pool.ts';
 import { Presence } from './presence.ts';
 import { poolDatabase } from './loop/database.ts';
@@ -96,7 +96,8 @@ export async function startWorkerRuntime(
   let presence: Presence | undefined;
   const migrations = await loadMigrations();
   const healthLog = logger.child({ component: 'health' });
-  const heartbeatMs = Math.max(100, Math.floor(config.leaseMs / 5));
+  const liveness = livenessFor(config);
+  const heartbeatMs = liveness.heartbeatMs;
   const faults = new LocalFaults({ stallMs: config.healthStallMs, heartbeatMs, clock: systemClock, logger: healthLog });
   let loopCrashed = false;
   // The database's own text stays in the log (once per distinct error), never in a response.
@@ -143,7 +144,12 @@ export async function startWorkerRuntime(
     cpu,
     onNotify: (queue) => worker?.wake(queue),
     onCancel: (ids) => worker?.cancel(ids),
-    onHeartbeat: () => faults.heartbeatSucceeded(),
+    onHeartbeat: () => {
+      faults.heartbeatSucceeded();
+      worker?.leaseRenewed();
+    },
+    onRevoked: (workerId) => worker?.abandon(workerId),
+    liveness,
   });
   worker = new Worker(
     { db: poolDatabase(pool), presence, tasks, threads, logger: logger.child({ component: 'worker' }), metrics, statements: faults },
@@ -175,7 +181,13 @@ export async function startWorkerRuntime(
         ? () => void backlog.publishIfDue().catch((error: unknown) => backlogLog.warn({ err: describeError(error) }, 'could not publish the backlog metric'))
         : undefined,
     },
-    { leaseMs: config.leaseMs, intervalMs: config.rescueIntervalMs, retentionMs: config.retentionMs, deadline: deadlines.maintenance },
+    {
+      leaseMs: config.leaseMs,
+      intervalMs: config.rescueIntervalMs,
+      retentionMs: config.retentionMs,
+      deadline: deadlines.maintenance,
+      lockLossMs: liveness.lockLossMs,
+    },
   );
   void presence.start();
   const loop = worker.start().catch((error: unknown) => {

@@ -10,6 +10,11 @@ import type { LoopDatabase } from './database.ts';
 export interface PresenceView {
   readonly workerId: string | undefined;
   readonly ready: boolean;
+  /**
+   * Whether the worker's own lease holds (its last acknowledged heartbeat is recent enough):
+   * no job starts and no claim goes out while it does not. Absent means always.
+   */
+  readonly leaseValid?: boolean;
   whenReady(): Promise<void>;
 }
 

@@ -124,7 +124,7 @@ export class Worker {
   async runOnce(): Promise<IterationResult> {
     const workerId = this.deps.presence.workerId;
     if (!workerId) return { requested: 0, claimed: 0, settled: 0 };
-    const limit = this.stopping || !this.deps.presence.ready ? 0 : Math.max(0, Math.min(this.room(), this.options.batchSize));
+    const limit = this.stopping || !this.deps.presence.ready || !this.leaseHolds() ? 0 : Math.max(0, Math.min(this.room(), this.options.batchSize));
     if (limit === 0 && this.outcomes.pending === 0) return { requested: 0, claimed: 0, settled: 0 };
     const batch = this.outcomes.takeBatch();
     this.claiming += limit;
@@ -154,11 +154,49 @@ export class Worker {
     return { requested: limit, claimed: result.claimed.length, settled: result.settled.length };
   }
 
-  /** Start buffered jobs while slots are free. */
+  /**
+   * Start buffered jobs while slots are free, and only while the worker's own lease holds: a
+   * worker that was frozen or cut off may already be dead to the others, and must not start what
+   * they may have taken back.
+   */
   private pump(): void {
-    while (this.running.size < this.options.concurrency && this.buffer.length > 0 && !this.stopping) {
+    while (this.running.size < this.options.concurrency && this.buffer.length > 0 && !this.stopping && this.leaseHolds()) {
       this.startJob(this.buffer.shift()!);
     }
+  }
+
+  private leaseHolds(): boolean {
+    return this.deps.presence.leaseValid !== false;
+  }
+
+  /** A heartbeat was acknowledged: the lease holds again, so buffered jobs may start. */
+  leaseRenewed(): void {
+    if (this.buffer.length > 0) {
+      this.pump();
+      this.nudge();
+    }
+  }
+
+  /**
+   * The incarnation `workerId` was declared dead and its jobs taken back: nothing held under it
+   * is this worker's any more. Buffered jobs are dropped unstarted, running handlers aborted and
+   * their outcomes never recorded, waiting outcomes discarded.
+   */
+  abandon(workerId: string): void {
+    const dropped = this.buffer.length;
+    this.buffer = [];
+    this.arrivedAt.clear();
+    for (const run of this.running.values()) {
+      run.abandoned = true;
+      run.progress?.close();
+      abortRun(run, new Error('this worker was declared dead; the job was taken back'));
+      this.running.delete(run.job.id);
+    }
+    let discarded = 0;
+    while (this.outcomes.pending > 0) discarded += this.outcomes.takeBatch().length;
+    this.deps.metrics?.jobEnded('unknown', 'lost', dropped + discarded);
+    this.deps.logger.warn({ workerId, dropped, discarded }, 'abandoned what this worker held before it was declared dead');
+    this.nudge();
   }
 
   /**

@@ -14,28 +14,60 @@ export async function tryMaintenanceLock(db: Queryable): Promise<boolean> {
   return rows[0]!.ok;
 }
 
+/** The rules of death, in milliseconds. */
+export interface DeathRules {
+  /** A worker silent this long (counted from the later of its heartbeat and the grace point) is dead. */
+  readonly leaseMs: number;
+  /**
+   * The fast path's window: a worker whose presence lock is gone is dead once its heartbeat is
+   * also this old. By then the worker itself has stopped starting jobs (its own lease lapsed).
+   */
+  readonly lockLossMs: number;
+  /** A gap between passes longer than this means the database or the whole fleet was away. */
+  readonly passGapMs: number;
+}
+
 /**
- * Delete the rows of dead workers and return their ids. Dead means: its presence lock is gone
- * although it heartbeated since the server started (the connection closed: a killed process),
- * or it has not heartbeated for `leaseMs` (a VM that vanished, whose connection the server
- * still believes open). A worker that last heartbeated before a server restart gets its lease
- * to reconnect, so restarting Postgres does not declare every worker dead.
+ * Delete the rows of dead workers and return their ids, on the database's clock only. Dead
+ * means silent for the lease, counted from the later of the last heartbeat and the fleet-wide
+ * grace point; or (the fast path for a killed process) its presence lock gone and its heartbeat
+ * older than the lock-loss window, yet newer than the start of the oldest worker session now
+ * connected (this one among them). That last condition keeps out the events that drop every
+ * session at once — a crash-reinit after one backend was killed, a promotion, a terminate-all:
+ * afterwards every session is new, and a heartbeat from before may belong to a worker whose lock
+ * went with the server, not with its process. A pass
+ * that finds the previous one further back than `passGapMs` moves the grace point to now and
+ * removes nobody: after an outage longer than the lease, every heartbeat is old.
  */
-export async function deleteDeadWorkers(db: Queryable, leaseMs: number): Promise<string[]> {
-  const { rows } = await db.query<{ id: string }>(
-    `delete from pgq.workers w
-      where w.heartbeat_at < now() - make_interval(secs => $1::double precision / 1000)
-         or (w.heartbeat_at >= pg_postmaster_start_time()
-             and not exists (
-               select 1 from pg_locks l
-                where l.locktype = 'advisory' and l.granted and l.objsubid = 2
-                  and l.database = (select oid from pg_database where datname = current_database())
-                  and l.classid = $2::int::oid
-                  and l.objid = (w.id % 2147483647)::int::oid))
-     returning id::text`,
-    [leaseMs, ADVISORY_CLASS],
+export async function deleteDeadWorkers(db: Queryable, rules: DeathRules): Promise<{ dead: string[]; gap: boolean }> {
+  const { rows } = await db.query<{ id: string | null; gap: boolean }>(
+    `with prev as (select last_pass_at from pgq.maintenance for update),
+      pass as (
+        update pgq.maintenance m
+           set last_pass_at = now(),
+               grace_from = case when prev.last_pass_at < now() - make_interval(secs => $3::double precision / 1000)
+                                 then now() else m.grace_from end
+          from prev
+        returning m.grace_from, prev.last_pass_at < now() - make_interval(secs => $3::double precision / 1000) as gap),
+      dead as (
+        delete from pgq.workers w
+         using pass
+         where not pass.gap
+           and (greatest(w.heartbeat_at, pass.grace_from) < now() - make_interval(secs => $1::double precision / 1000)
+                or (w.heartbeat_at < now() - make_interval(secs => $2::double precision / 1000)
+                    and w.heartbeat_at > (select min(backend_start) from pg_stat_activity
+                                           where datname = current_database() and application_name like 'pgq-worker %')
+                    and not exists (
+                      select 1 from pg_locks l
+                       where l.locktype = 'advisory' and l.granted and l.objsubid = 2
+                         and l.database = (select oid from pg_database where datname = current_database())
+                         and l.classid = $4::int::oid
+                         and l.objid = (w.id % 2147483647)::int::oid)))
+        returning w.id)
+      select (select gap from pass) as gap, dead.id::text as id from (select 1) one left join dead on true`,
+    [rules.leaseMs, rules.lockLossMs, rules.passGapMs, ADVISORY_CLASS],
   );
-  return rows.map((r) => r.id);
+  return { dead: rows.flatMap((r) => (r.id === null ? [] : [r.id])), gap: rows[0]?.gap ?? false };
 }
 
 /** Outcome of returning orphaned jobs. */
@@ -130,7 +162,7 @@ export async function analyzeIfStale(db: Queryable): Promise<boolean> {
   return true;
 }
 
-/** Delete finished jobs older than the retention, and idempotency keys whose job is gone. */
+/** Delete finished jobs older than the retention, and the idempotency keys of those jobs. */
 export async function pruneFinished(db: Queryable, retentionMs: number, limit: number): Promise<number> {
   const { rows } = await db.query<{ jobs: number }>(
     `with old as (
@@ -139,15 +171,9 @@ export async function pruneFinished(db: Queryable, retentionMs: number, limit: n
                        where finished_at < now() - make_interval(secs => $1::double precision / 1000)
                        order by finished_at limit $2)
         returning id),
-      keys as (
-        delete from pgq.job_keys k
-         where k.key in (select key from pgq.job_keys kk
-                          where kk.created_at < now() - make_interval(secs => $1::double precision / 1000)
-                            and not exists (select 1 from pgq.jobs j where j.id = kk.job_id)
-                            and not exists (select 1 from pgq.finished_jobs f where f.id = kk.job_id
-                                              and f.id not in (select id from old))
-                          limit $2)
-        returning key)
+      -- A key goes with its job, in the same statement: a key left behind would make enqueue
+      -- answer with the id of a job that no longer exists.
+      keys as (delete from pgq.job_keys k where k.job_id in (select id from old) returning key)
       select (select count(*) from old)::int as jobs`,
     [retentionMs, limit],
   );

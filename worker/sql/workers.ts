@@ -2,19 +2,21 @@
 import { ADVISORY_CLASS } from '../locks.ts';
 import type { Queryable } from './shared.ts';
 
-/** Register a worker; the caller takes its presence lock in the same transaction. */
+/**
+ * Register a worker under the id it drew. Returns false when the id is taken (drawn before, by
+ * anyone): a worker's id is never a row that existed, so a revoked id can never come back.
+ */
 export async function insertWorker(
   db: Queryable,
-  w: { id?: string; host: string; pid: number; queues: readonly string[] | null; concurrency: number; version: string },
-): Promise<string> {
-  const { rows } = await db.query<{ id: string }>(
+  w: { id: string; host: string; pid: number; queues: readonly string[] | null; concurrency: number; version: string },
+): Promise<boolean> {
+  const { rowCount } = await db.query(
     `insert into pgq.workers (id, host, pid, queues, concurrency, version)
-     values (coalesce($1::bigint, nextval(pg_get_serial_sequence('pgq.workers', 'id'))), $2, $3, $4, $5, $6)
-     on conflict (id) do update set heartbeat_at = now()
-     returning id::text`,
-    [w.id ?? null, w.host, w.pid, w.queues, w.concurrency, w.version],
+     values ($1, $2, $3, $4, $5, $6)
+     on conflict (id) do nothing`,
+    [w.id, w.host, w.pid, w.queues, w.concurrency, w.version],
   );
-  return rows[0]!.id;
+  return rowCount === 1;
 }
 
 /** Take (blocking) the session lock that marks this worker alive for as long as the connection lives. */
@@ -26,6 +28,11 @@ export async function lockWorkerPresence(db: Queryable, lockKey: number): Promis
 export async function tryLockWorkerPresence(db: Queryable, lockKey: number): Promise<boolean> {
   const { rows } = await db.query<{ ok: boolean }>('select pg_try_advisory_lock($1, $2) as ok', [ADVISORY_CLASS, lockKey]);
   return rows[0]!.ok;
+}
+
+/** Release a presence lock taken for an id that could not be registered. */
+export async function unlockWorkerPresence(db: Queryable, lockKey: number): Promise<void> {
+  await db.query('select pg_advisory_unlock($1, $2)', [ADVISORY_CLASS, lockKey]);
 }
 
 /**
