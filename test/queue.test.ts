@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import * as runSql from '../worker/sql/run.ts';
 import { cancelJob, countByState, enqueue, enqueueMany, getJob, InvalidInputError, PermanentError } from '../worker/index.ts';
 import * as maintenanceSql from '../worker/sql/maintenance.ts';
 import * as workersSql from '../worker/sql/workers.ts';
@@ -328,6 +329,47 @@ describe('cancel, expiry and retention', () => {
     await w.flush();
     expect(await getJob(pool, running.id)).toMatchObject({ state: 'cancelled', attempts: 1 });
     expect(await cancelJob(pool, '999999')).toBeNull();
+  });
+
+  it('a cancel that races a claim waits for it and flags the running job, never answering null', async () => {
+    const { id } = await enqueue(pool, { task: 'sleep', payload: { workMs: 60_000 } });
+    const claimer = await pool.connect();
+    try {
+      // A claim in progress: the row is taken and changed, not yet committed.
+      await claimer.query('begin');
+      await claimer.query(`update pgq.jobs set state = 'running', worker_id = 1, attempts = 1 where id = $1`, [id]);
+      const cancelled = cancelJob(pool, id);
+      await waitFor(async () => {
+        const { rows } = await pool.query(`select count(*)::int as n from pg_locks where not granted and locktype = 'transactionid'`);
+        return rows[0].n > 0;
+      }, 'the cancel to wait for the claim');
+      await claimer.query('commit');
+      expect(await cancelled).toBe('running');
+      expect((await pool.query('select cancel_requested from pgq.jobs where id = $1', [id])).rows[0].cancel_requested).toBe(true);
+    } finally {
+      claimer.release();
+      await pool.query('delete from pgq.jobs where id = $1', [id]);
+    }
+  });
+
+  it('a job cancelled while running ends cancelled when its worker dies, stops or gives it back; never queued again', async () => {
+    const ids = (await enqueueMany(pool, Array.from({ length: 3 }, () => ({ task: 'sleep', payload: { workMs: 60_000 } })))).map((j) => j.id);
+    const dying = await worker({ concurrency: 1 });
+    expect((await dying.worker.runOnce()).claimed).toBe(1);
+    const stopping = await worker({ concurrency: 1 });
+    expect((await stopping.worker.runOnce()).claimed).toBe(1);
+    const releasing = await worker({ concurrency: 1 });
+    expect((await releasing.worker.runOnce()).claimed).toBe(1);
+    for (const id of ids) expect(await cancelJob(pool, id)).toBe('running');
+    dying.kill();
+    await pool.query(`update pgq.workers set heartbeat_at = now() where id = $1`, [dying.workerId]);
+    await passedJustNow();
+    expect((await rescuer({ lockLossMs: 0 }).runOnce()).deadWorkers).toEqual([dying.workerId]);
+    await stopping.worker.stop(0);
+    await runSql.releaseUnheld(pool, releasing.workerId, []);
+    for (const id of ids) expect((await getJob(pool, id))!.state).toBe('cancelled');
+    await stopping.close();
+    await releasing.close();
   });
 
   it('marks jobs past their expiry expired instead of running them', async () => {

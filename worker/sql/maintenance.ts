@@ -87,7 +87,8 @@ export interface RescueResult {
 export async function rescueOrphans(db: Queryable, deadWorkers: string[], sweep = false): Promise<RescueResult> {
   if (deadWorkers.length === 0 && !sweep) return { requeued: [], failed: [] };
   const { rows } = await db.query<{ id: string; requeue: boolean; worker_id: string }>(
-    `select j.id::text, j.worker_id::text, (j.delivery = 'at_least_once' and j.attempts < j.max_attempts) as requeue
+    `select j.id::text, j.worker_id::text,
+            (j.delivery = 'at_least_once' and j.attempts < j.max_attempts and not j.cancel_requested) as requeue
        from pgq.jobs j
       where j.state = 'running'
         and (j.worker_id = any($1::bigint[])

@@ -144,9 +144,10 @@ export async function finishJobs(db: Queryable, workerId: string, finished: Fini
  */
 export async function handBack(db: Queryable, workerId: string, started: string[], notStarted: string[] = []): Promise<string[]> {
   const { rows } = await db.query<{ id: string }>(
-    `update pgq.jobs
+    `with ${CANCELLED_ON_RELEASE('(j.id = any($2::bigint[]) or j.id = any($3::bigint[]))')}
+      update pgq.jobs
         set state = 'queued', worker_id = null, attempts = attempts - 1, started_at = null, run_after = now()
-      where worker_id = $1 and state = 'running'
+      where worker_id = $1 and state = 'running' and not cancel_requested
         and ((id = any($2::bigint[]) and delivery = 'at_least_once') or id = any($3::bigint[]))
       returning id::text`,
     [workerId, started, notStarted],
@@ -154,6 +155,17 @@ export async function handBack(db: Queryable, workerId: string, started: string[
   if (rows.length > 0) await notify(db);
   return rows.map((r) => r.id);
 }
+
+/**
+ * The head of a statement that releases jobs of worker $1: those of them (matching `which`) whose
+ * cancel was requested end `cancelled` in the history instead of going back to the queue.
+ */
+const CANCELLED_ON_RELEASE = (which: string) => `done as (
+        delete from pgq.jobs j
+         where j.worker_id = $1 and j.state = 'running' and j.cancel_requested and ${which}
+        returning j.*, 'cancelled'::text as final_state, null::jsonb as final_result,
+                  'cancelled; its worker let go of it before it ended' as final_error, null::timestamptz as final_started),
+      moved as (${moveToHistory()})`;
 
 /** Store a running job's progress report, readable while it runs. */
 export async function setProgress(db: Queryable, workerId: string, id: string, attempt: number, progress: unknown): Promise<boolean> {
@@ -172,9 +184,10 @@ export async function setProgress(db: Queryable, workerId: string, id: string, a
  */
 export async function releaseUnheld(db: Queryable, workerId: string, held: string[]): Promise<string[]> {
   const { rows } = await db.query<{ id: string }>(
-    `update pgq.jobs
+    `with ${CANCELLED_ON_RELEASE('j.id <> all($2::bigint[])')}
+      update pgq.jobs
         set state = 'queued', worker_id = null, attempts = attempts - 1, started_at = null
-      where worker_id = $1 and state = 'running' and id <> all($2::bigint[])
+      where worker_id = $1 and state = 'running' and id <> all($2::bigint[]) and not cancel_requested
       returning id::text`,
     [workerId, held],
   );
