@@ -4,6 +4,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { silentLogger } from '../worker/logger.ts';
+import type { WorkerMetrics } from '../worker/metrics.ts';
 import { poolDatabase, type LoopDatabase } from '../worker/loop/database.ts';
 import type { WorkerOptions } from '../worker/loop/types.ts';
 import { Worker } from '../worker/loop/worker.ts';
@@ -42,7 +43,7 @@ export async function waitFor<T>(check: () => Promise<T | undefined | null | fal
  */
 export async function manualWorker(
   pool: pg.Pool,
-  options: Partial<WorkerOptions> & { tasks?: Record<string, TaskHandler>; random?: () => number; db?: LoopDatabase } = {},
+  options: Partial<WorkerOptions> & { tasks?: Record<string, TaskHandler>; random?: () => number; db?: LoopDatabase; metrics?: WorkerMetrics } = {},
 ): Promise<{ worker: Worker; workerId: string; threads: ThreadPool; kill(): void; close(): Promise<void> }> {
   // Hold the worker's presence lock on a connection of its own, as a real worker does, so the
   // rescuer sees it alive; releasing that connection is how a test makes it die.
@@ -63,6 +64,7 @@ export async function manualWorker(
       threads,
       logger: silentLogger,
       random: options.random,
+      metrics: options.metrics,
     },
     {
       concurrency: options.concurrency ?? 4,

@@ -5,6 +5,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { enqueueMany, getJob } from '../worker/index.ts';
 import { poolDatabase } from '../worker/loop/database.ts';
+import { WorkerMetrics } from '../worker/metrics.ts';
 import { drain, manualWorker, openDatabase, waitFor } from './harness.ts';
 import { ReplyGate } from './support/reply-gate.ts';
 
@@ -71,6 +72,33 @@ describe('a claim whose reply is lost after the server committed it', () => {
       expect(gate.calls.some((c) => c.operation === 'releaseUnheld')).toBe(true);
       await w.worker.stop(0);
       await loop;
+    } finally {
+      await w.close();
+    }
+  });
+});
+
+describe('a settle whose reply is lost after the server committed it', () => {
+  it('is sent again, answers "already recorded", and the job is neither lost nor run twice', async () => {
+    const gate = new ReplyGate(poolDatabase(pool));
+    const runs: string[] = [];
+    const metrics = new WorkerMetrics(['note']);
+    const w = await manualWorker(pool, { db: gate.db, metrics, concurrency: 1, tasks: { note: (_p, ctx) => void runs.push(ctx.job.id) } });
+    try {
+      const [job] = await enqueueMany(pool, [{ task: 'note' }]);
+      expect((await w.worker.runOnce()).claimed).toBe(1);
+      await waitFor(() => w.worker.inFlight === 0, 'the job to end');
+      gate.hold('settleAndClaim');
+      const settling = w.worker.runOnce();
+      (await gate.nextHeld()).drop();
+      await expect(settling).rejects.toMatchObject({ code: 'ECONNRESET' });
+      expect((await getJob(pool, job!.id))?.state).toBe('succeeded');
+      // The resend, and its check against the history, are done when flush() returns.
+      await w.worker.flush();
+      expect(gate.calls.some((c) => c.operation === 'recordedBy')).toBe(true);
+      const lost = (await metrics.jobs.get()).values.filter((v) => v.labels.outcome === 'lost');
+      expect(lost.reduce((n, v) => n + v.value, 0)).toBe(0);
+      expect(runs).toEqual([job!.id]);
     } finally {
       await w.close();
     }

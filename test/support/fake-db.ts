@@ -107,4 +107,9 @@ export class FakeDatabase implements LoopDatabase {
   async setProgress(): Promise<boolean> {
     return true;
   }
+
+  async recordedBy(_workerId: string, runs: { id: string }[]): Promise<string[]> {
+    const recorded = new Set(this.succeeded.map((s) => s.id));
+    return runs.filter((r) => recorded.has(r.id)).map((r) => r.id);
+  }
 }

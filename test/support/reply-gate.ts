@@ -44,6 +44,7 @@ export class ReplyGate {
       handBack: wrap('handBack'),
       releaseUnheld: wrap('releaseUnheld'),
       setProgress: wrap('setProgress'),
+      recordedBy: wrap('recordedBy'),
     };
   }
 

@@ -18,6 +18,8 @@ export interface LoopDatabase {
   handBack(workerId: string, started: string[], notStarted?: string[]): Promise<string[]>;
   /** Give back the jobs the database says this worker runs but it does not hold (lost claim replies). */
   releaseUnheld(workerId: string, held: string[]): Promise<string[]>;
+  /** Which of these runs this worker already recorded (a resend after a lost reply). */
+  recordedBy(workerId: string, runs: { id: string; attempt: number }[]): Promise<string[]>;
   /** Store a running job's progress. */
   setProgress(workerId: string, id: string, attempt: number, progress: unknown): Promise<boolean>;
 }
@@ -31,5 +33,6 @@ export function poolDatabase(pool: pg.Pool): LoopDatabase {
     handBack: (workerId, started, notStarted) => run.handBack(pool, workerId, started, notStarted),
     releaseUnheld: (workerId, held) => run.releaseUnheld(pool, workerId, held),
     setProgress: (workerId, id, attempt, progress) => run.setProgress(pool, workerId, id, attempt, progress),
+    recordedBy: (workerId, runs) => run.recordedBy(pool, workerId, runs),
   };
 }

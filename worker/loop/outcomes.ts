@@ -107,17 +107,28 @@ export class OutcomeRecorder {
     this.succeeded = batch.concat(this.succeeded);
   }
 
-  /** Compare what a round trip recorded with what it carried; the rest was taken from this worker. */
-  checkSettled(batch: Succeeded[], settled: string[]): void {
+  /**
+   * Compare what a round trip recorded with what it carried. A success not recorded was either
+   * recorded already (this is a resend after a lost reply: nothing is wrong) or taken from this
+   * worker meanwhile (it was declared dead): the history tells which.
+   */
+  checkSettled(workerId: string, batch: Succeeded[], settled: string[]): void {
     if (settled.length === batch.length) return;
     const ok = new Set(settled);
-    for (const s of batch) {
-      if (!ok.has(s.id)) {
-        // The rescuer gave the job to another worker (this one was late or cut off); its result is dropped.
-        this.deps.logger.warn({ jobId: s.id, attempt: s.attempt }, 'job was taken from this worker before its result was recorded');
-        this.deps.metrics?.jobEnded('unknown', 'lost');
-      }
-    }
+    const missing = batch.filter((s) => !ok.has(s.id));
+    const classified = this.deps.db
+      .recordedBy(workerId, missing.map((s) => ({ id: s.id, attempt: s.attempt })))
+      .catch(() => [] as string[])
+      .then((already) => {
+        const before = new Set(already);
+        for (const s of missing) {
+          if (before.has(s.id)) continue;
+          this.deps.logger.warn({ jobId: s.id, attempt: s.attempt }, 'job was taken from this worker before its result was recorded');
+          this.deps.metrics?.jobEnded('unknown', 'lost');
+        }
+      });
+    this.persisting.add(classified);
+    void classified.finally(() => this.persisting.delete(classified));
   }
 
   /**
@@ -131,7 +142,7 @@ export class OutcomeRecorder {
     while (parts.length > 0) {
       const part = parts.shift()!;
       try {
-        this.checkSettled(part, await settle(part));
+        this.checkSettled(workerId, part, await settle(part));
         continue;
       } catch (error) {
         if (isTransient(error)) {

@@ -146,7 +146,7 @@ export class Worker {
     }
     this.deps.statements?.succeeded();
     this.outcomes.settleEnded(batch.length, false);
-    this.outcomes.checkSettled(batch, result.settled);
+    this.outcomes.checkSettled(workerId, batch, result.settled);
     const arrived = this.clock.now();
     for (const job of result.claimed) this.arrivedAt.set(job.id, arrived);
     this.buffer.push(...result.claimed);
@@ -267,7 +267,7 @@ export class Worker {
     for (let failures = 0; workerId && this.outcomes.pending > 0; ) {
       const batch = this.outcomes.takeBatch();
       try {
-        this.outcomes.checkSettled(batch, await this.settleOnly(workerId, batch));
+        this.outcomes.checkSettled(workerId, batch, await this.settleOnly(workerId, batch));
         this.outcomes.settleEnded(batch.length, false);
       } catch (error) {
         this.outcomes.settleEnded(batch.length, isTimeout(error));

@@ -194,3 +194,17 @@ export async function releaseUnheld(db: Queryable, workerId: string, held: strin
   if (rows.length > 0) await notify(db);
   return rows.map((r) => r.id);
 }
+
+/**
+ * Which of these runs are in the history as recorded by this worker: a record sent again after
+ * its reply was lost finds its job gone from the hot table, and is not a job taken away.
+ */
+export async function recordedBy(db: Queryable, workerId: string, runs: { id: string; attempt: number }[]): Promise<string[]> {
+  const { rows } = await db.query<{ id: string }>(
+    `select f.id::text from pgq.finished_jobs f
+       join unnest($2::bigint[], $3::int[]) as r(id, attempt) on r.id = f.id
+      where f.worker_id = $1 and f.attempts = r.attempt`,
+    [workerId, runs.map((r) => r.id), runs.map((r) => r.attempt)],
+  );
+  return rows.map((r) => r.id);
+}
