@@ -118,7 +118,7 @@ export async function rescueOrphans(db: Queryable, deadWorkers: string[], sweep 
           delete from pgq.jobs j where j.id = any($1::bigint[]) and j.state = 'running'
           returning j.*, 'failed'::text as final_state, null::jsonb as final_result,
                     case when j.delivery = 'at_most_once'
-                         then 'worker ' || j.worker_id || ' died while running this at-most-once job; it is not run again'
+                         then 'outcome unknown: worker ' || j.worker_id || ' was lost while running this at-most-once job; it is not run again'
                          else 'worker ' || j.worker_id || ' died while running the last of ' || j.max_attempts || ' attempts'
                     end as final_error,
                     null::timestamptz as final_started)
