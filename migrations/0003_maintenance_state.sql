@@ -1,3 +1,5 @@
+-- pgq:compatible-from 2
+-- (Additive: code that knows only up to 0002 ignores this table and keeps running beside newer code.)
 -- What maintenance remembers between passes: when the last pass ran, and the fleet-wide grace
 -- point. A pass that finds the previous one much further back than the rescue interval knows the
 -- database or every worker was away: heartbeats could not arrive, so nobody's silence counts

@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadMigrations, migrate } from '../worker/migrate.ts';
+import { loadMigrations, migrate, schemaIsCurrent } from '../worker/migrate.ts';
 import { withClient as withUrlClient } from './database.ts';
 import { enqueue } from '../worker/enqueue.ts';
 import { openDatabase, waitFor } from './harness.ts';
@@ -90,5 +90,27 @@ describe('migrations', () => {
     });
     expect(result.applied).toEqual(['9997_slow.sql']);
     await pool.query('delete from pgq.migrations where id = 9997');
+  });
+
+  it('an older version runs on a newer schema whose migrations declare they serve it (rolling update, rollback)', async () => {
+    const all = await loadMigrations();
+    await withClient((c) => migrate(c, all));
+    const older = all.filter((m) => m.id < 3);
+    expect(all.find((m) => m.id === 3)?.compatibleFrom).toBe(2);
+    expect((await withClient((c) => migrate(c, older))).applied).toEqual([]);
+    expect(await schemaIsCurrent(pool, older)).toBe(true);
+    expect(await schemaIsCurrent(pool, all)).toBe(true);
+    // A newer migration that does not declare it: the older code refuses, as before.
+    const newer = [...all, { id: 9996, name: '9996_contract.sql', sql: 'select 1', checksum: 'c' }];
+    await withClient((c) => migrate(c, newer));
+    await expect(withClient((c) => migrate(c, all))).rejects.toThrow(/9996_contract\.sql, which this version does not know/);
+    expect(await schemaIsCurrent(pool, all)).toBe(false);
+    await pool.query('delete from pgq.migrations where id = 9996');
+  });
+
+  it('a compatibility marker must name an earlier migration', async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'pgq-mig-'));
+    await fs.writeFile(path.join(dir, '0001_a.sql'), '-- pgq:compatible-from 1\nselect 1');
+    await expect(loadMigrations(dir)).rejects.toThrow(/0001_a\.sql says pgq:compatible-from 1/);
   });
 });

@@ -12,7 +12,16 @@ export interface Migration {
   readonly name: string;
   readonly sql: string;
   readonly checksum: string;
+  /**
+   * The oldest code this schema still serves, named by the newest migration that code knows:
+   * an additive migration (expand, never contract) declares `-- pgq:compatible-from N` so that
+   * code knowing only up to N keeps running beside it (a rolling update, a rollback). Without
+   * the line, only code that knows this migration may run.
+   */
+  readonly compatibleFrom?: number;
 }
+
+const COMPATIBLE_FROM = /^--\s*pgq:compatible-from\s+(\d+)\s*$/m;
 
 export interface MigrateResult {
   /** Names of the migrations this run applied, in order. */
@@ -43,7 +52,12 @@ export async function loadMigrations(dir?: string): Promise<Migration[]> {
     const id = Number(match[1]);
     if (migrations.some((m) => m.id === id)) throw new Error(`migrations: two files share number ${id} (${file})`);
     const sql = await fs.readFile(path.join(folder, file), 'utf8');
-    migrations.push({ id, name: file, sql, checksum: createHash('sha256').update(sql).digest('hex') });
+    const marker = COMPATIBLE_FROM.exec(sql);
+    const compatibleFrom = marker ? Number(marker[1]) : undefined;
+    if (compatibleFrom !== undefined && compatibleFrom >= id) {
+      throw new Error(`migrations: ${file} says pgq:compatible-from ${compatibleFrom}, which must be an earlier migration`);
+    }
+    migrations.push({ id, name: file, sql, checksum: createHash('sha256').update(sql).digest('hex'), compatibleFrom });
   }
   return migrations;
 }
@@ -78,7 +92,12 @@ async function applyOne(client: pg.ClientBase, m: Migration, lockTimeoutMs: numb
   try {
     await client.query(`select set_config('statement_timeout', '0', true), set_config('lock_timeout', $1, true)`, [String(lockTimeoutMs)]);
     await client.query(m.sql);
-    await client.query('insert into pgq.migrations (id, name, checksum) values ($1, $2, $3)', [m.id, m.name, m.checksum]);
+    await client.query('insert into pgq.migrations (id, name, checksum, compatible_from) values ($1, $2, $3, $4)', [
+      m.id,
+      m.name,
+      m.checksum,
+      m.compatibleFrom ?? null,
+    ]);
     await client.query('commit');
   } catch (error) {
     await client.query('rollback');
@@ -104,8 +123,9 @@ export async function migrate(client: pg.ClientBase, migrations?: Migration[], o
       name text not null,
       checksum text not null,
       applied_at timestamptz not null default now())`);
-    const { rows } = await client.query<{ id: number; name: string; checksum: string }>(
-      'select id, name, checksum from pgq.migrations order by id',
+    await client.query(`alter table pgq.migrations add column if not exists compatible_from integer`);
+    const { rows } = await client.query<{ id: number; name: string; checksum: string; compatible_from: number | null }>(
+      'select id, name, checksum, compatible_from from pgq.migrations order by id',
     );
     const recorded = new Map(rows.map((r) => [r.id, r]));
     for (const m of all) {
@@ -115,9 +135,10 @@ export async function migrate(client: pg.ClientBase, migrations?: Migration[], o
       }
     }
     const known = new Set(all.map((m) => m.id));
-    const unknown = rows.filter((r) => !known.has(r.id));
-    if (unknown.length > 0) {
-      throw new Error(`migrations: the database has ${unknown.map((r) => r.name).join(', ')}, which this version does not know; run a newer version`);
+    const latest = Math.max(0, ...all.map((m) => m.id));
+    const incompatible = rows.filter((r) => !known.has(r.id) && !servesCode(r.compatible_from, latest));
+    if (incompatible.length > 0) {
+      throw new Error(`migrations: the database has ${incompatible.map((r) => r.name).join(', ')}, which this version does not know; run a newer version`);
     }
     const applied: string[] = [];
     for (const m of all) {
@@ -145,11 +166,21 @@ export async function migrate(client: pg.ClientBase, migrations?: Migration[], o
   }
 }
 
-/** Whether the database has exactly the migrations this code ships (for /readyz). */
+/** Whether a migration recorded with `compatibleFrom` still serves code that knows up to `latest`. */
+function servesCode(compatibleFrom: number | null, latest: number): boolean {
+  return compatibleFrom !== null && compatibleFrom <= latest;
+}
+
+/**
+ * Whether this code can run on the database's schema (for /readyz): it has every migration this
+ * code ships, and any newer ones declare that they still serve it.
+ */
 export async function schemaIsCurrent(client: pg.ClientBase | pg.Pool, migrations: Migration[]): Promise<boolean> {
   const latest = Math.max(0, ...migrations.map((m) => m.id));
-  const { rows } = await client.query<{ latest: number | null }>(
-    `select max(id) as latest from pgq.migrations`,
+  const { rows } = await client.query<{ id: number; compatible_from: number | null }>(`select * from pgq.migrations order by id`);
+  const ids = new Set(rows.map((r) => r.id));
+  return (
+    migrations.every((m) => ids.has(m.id)) &&
+    rows.every((r) => r.id <= latest || servesCode(r.compatible_from ?? null, latest))
   );
-  return rows[0]?.latest === latest;
 }
