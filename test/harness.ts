@@ -169,3 +169,13 @@ export async function workerIdOf(pool: pg.Pool, pid: number): Promise<string> {
     return rows[0]?.id;
   }, `worker pid ${pid} to register`);
 }
+
+/** GET a path of a worker's health server; undefined while nothing answers. */
+export async function httpGet(port: number, path: string): Promise<{ status: number; body: string } | undefined> {
+  try {
+    const res = await fetch(`http://127.0.0.1:${port}${path}`);
+    return { status: res.status, body: await res.text() };
+  } catch {
+    return undefined;
+  }
+}

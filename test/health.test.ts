@@ -3,7 +3,7 @@ import type pg from 'pg';
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
 import { freePort } from '../scripts/local-postgres.ts';
 import { enqueue, enqueueMany, getJob } from '../worker/index.ts';
-import { killChildren, openDatabase, spawnWorker, waitFor, workerIdOf } from './harness.ts';
+import { killChildren, openDatabase, spawnWorker, waitFor, workerIdOf, httpGet } from './harness.ts';
 
 let url: string;
 let pool: pg.Pool;
@@ -16,14 +16,7 @@ afterAll(async () => {
   await pool.end();
 });
 
-async function get(port: number, path: string): Promise<{ status: number; body: string } | undefined> {
-  try {
-    const res = await fetch(`http://127.0.0.1:${port}${path}`);
-    return { status: res.status, body: await res.text() };
-  } catch {
-    return undefined;
-  }
-}
+const get = httpGet;
 
 it('serves /healthz, /readyz and Prometheus /metrics, and logs JSON with a severity', async () => {
   const port = await freePort();

@@ -9,7 +9,7 @@ import type pg from 'pg';
 import { countByState, enqueueMany } from '../worker/index.ts';
 import { createRunsTable, runsPerJob } from './fixtures/runs.ts';
 import { freePort } from '../scripts/local-postgres.ts';
-import { killChildren, openDatabase, root, spawnWorker, waitFor } from './harness.ts';
+import { killChildren, openDatabase, root, spawnWorker, waitFor, httpGet } from './harness.ts';
 import { TcpProxy } from './support/tcp-proxy.ts';
 
 let url: string;
@@ -101,14 +101,7 @@ it('a presence connection that goes silent is replaced, and the worker goes on t
   expect(worker.child.exitCode).toBeNull();
 });
 
-async function get(port: number, path: string): Promise<{ status: number; body: string } | undefined> {
-  try {
-    const res = await fetch(`http://127.0.0.1:${port}${path}`);
-    return { status: res.status, body: await res.text() };
-  } catch {
-    return undefined;
-  }
-}
+const get = httpGet;
 
 it('/healthz turns unhealthy when the pool is dead while heartbeats get through, and healthy again once it works', async () => {
   proxy = await startProxy();
