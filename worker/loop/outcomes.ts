@@ -5,7 +5,7 @@
  */
 import { backoffMs } from '../backoff.ts';
 import { sleep, type Clock } from '../clock.ts';
-import { CancelledError, PermanentError, describeError, isTransient } from '../errors.ts';
+import { CancelledError, PermanentError, describeError, isTimeout, isTransient } from '../errors.ts';
 import type { StatementHealth } from '../local-faults.ts';
 import type { Logger } from '../logger.ts';
 import { storableText } from '../poison.ts';
@@ -89,11 +89,29 @@ export class OutcomeRecorder {
     return this.succeeded.splice(0, n);
   }
 
+  /** A settle of `batch` came back with `settled` recorded. */
+  settled(workerId: string, batch: Succeeded[], settled: string[]): void {
+    this.resize(batch.length, false);
+    this.checkSettled(workerId, batch, settled);
+  }
+
+  /** A settle of `batch` failed with `error`; the caller decides whether it waits again. */
+  settleFailed(batch: Succeeded[], error: unknown): void {
+    this.resize(batch.length, isTimeout(error));
+  }
+
+  /** Drop every waiting success (their worker identity was revoked); how many there were. */
+  discardWaiting(): number {
+    const n = this.succeeded.length;
+    this.succeeded = [];
+    return n;
+  }
+
   /**
    * How a settle of `size` successes ended: one that ran out of time halves the next settles
    * (retrying it whole would time out again), one that did not lets them grow back.
    */
-  settleEnded(size: number, timedOut: boolean): void {
+  private resize(size: number, timedOut: boolean): void {
     if (timedOut && size > 0) {
       this.settleCap = Math.max(1, Math.floor(size / 2));
       this.deps.logger.warn({ settled: size, next: this.settleCap }, 'recording results ran out of time; sending fewer at once');

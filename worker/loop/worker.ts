@@ -1,6 +1,6 @@
 import { backoffMs } from '../backoff.ts';
 import { sleep, systemClock, type Clock } from '../clock.ts';
-import { CancelledError, describeError, isTimeout, isTransient } from '../errors.ts';
+import { CancelledError, describeError, isTransient } from '../errors.ts';
 import type { ClaimedJob } from '../types.ts';
 import { ClaimDoubt } from './claim-doubt.ts';
 import { abortRun, type Run } from './execute.ts';
@@ -133,7 +133,7 @@ export class Worker {
       result = await this.deps.db.settleAndClaim(workerId, batch, limit, this.options.queues);
     } catch (error) {
       this.deps.statements?.failed();
-      this.outcomes.settleEnded(batch.length, isTimeout(error));
+      this.outcomes.settleFailed(batch, error);
       if (batch.length > 0 && !isTransient(error)) {
         await this.outcomes.isolate(workerId, batch, (part) => this.settleOnly(workerId, part));
       } else {
@@ -145,8 +145,7 @@ export class Worker {
       this.claiming -= limit;
     }
     this.deps.statements?.succeeded();
-    this.outcomes.settleEnded(batch.length, false);
-    this.outcomes.checkSettled(workerId, batch, result.settled);
+    this.outcomes.settled(workerId, batch, result.settled);
     const arrived = this.clock.now();
     for (const job of result.claimed) this.arrivedAt.set(job.id, arrived);
     this.buffer.push(...result.claimed);
@@ -163,6 +162,14 @@ export class Worker {
     while (this.running.size < this.options.concurrency && this.buffer.length > 0 && !this.stopping && this.leaseHolds()) {
       this.startJob(this.buffer.shift()!);
     }
+  }
+
+  /** Abort a run and forget it: whatever its handler does from now on is not recorded. */
+  private letGo(run: Run, reason: Error): void {
+    run.abandoned = true;
+    run.progress?.close();
+    abortRun(run, reason);
+    this.running.delete(run.job.id);
   }
 
   private leaseHolds(): boolean {
@@ -186,14 +193,8 @@ export class Worker {
     const dropped = this.buffer.length;
     this.buffer = [];
     this.arrivedAt.clear();
-    for (const run of this.running.values()) {
-      run.abandoned = true;
-      run.progress?.close();
-      abortRun(run, new Error('this worker was declared dead; the job was taken back'));
-      this.running.delete(run.job.id);
-    }
-    let discarded = 0;
-    while (this.outcomes.pending > 0) discarded += this.outcomes.takeBatch().length;
+    for (const run of [...this.running.values()]) this.letGo(run, new Error('this worker was declared dead; the job was taken back'));
+    const discarded = this.outcomes.discardWaiting();
     this.deps.metrics?.jobEnded('unknown', 'lost', dropped + discarded);
     this.deps.logger.warn({ workerId, dropped, discarded }, 'abandoned what this worker held before it was declared dead');
     this.nudge();
@@ -236,12 +237,7 @@ export class Worker {
       cancel?.();
     }
     const left = [...this.running.values()];
-    for (const run of left) {
-      run.abandoned = true;
-      run.progress?.close();
-      abortRun(run, new Error('worker stopping'));
-      this.running.delete(run.job.id);
-    }
+    for (const run of left) this.letGo(run, new Error('worker stopping'));
     const released = workerId
       ? await releaseUnfinished(this.deps.db, workerId, left, (statement) => this.record(statement), this.deps.metrics)
       : { handedBack: [], failed: [], unrecorded: [] };
@@ -267,10 +263,9 @@ export class Worker {
     for (let failures = 0; workerId && this.outcomes.pending > 0; ) {
       const batch = this.outcomes.takeBatch();
       try {
-        this.outcomes.checkSettled(workerId, batch, await this.settleOnly(workerId, batch));
-        this.outcomes.settleEnded(batch.length, false);
+        this.outcomes.settled(workerId, batch, await this.settleOnly(workerId, batch));
       } catch (error) {
-        this.outcomes.settleEnded(batch.length, isTimeout(error));
+        this.outcomes.settleFailed(batch, error);
         if (isTransient(error)) {
           this.outcomes.putBack(batch);
           if (this.recordDeadline === undefined || !(await this.pauseBeforeRetry(++failures))) throw error;
