@@ -6,7 +6,7 @@ import pg from 'pg';
 import { silentLogger } from '../worker/logger.ts';
 import type { WorkerMetrics } from '../worker/metrics.ts';
 import { poolDatabase, type LoopDatabase } from '../worker/loop/database.ts';
-import type { WorkerOptions } from '../worker/loop/types.ts';
+import type { PresenceView, WorkerOptions } from '../worker/loop/types.ts';
 import { Worker } from '../worker/loop/worker.ts';
 import * as q from '../worker/sql/workers.ts';
 import { builtinTasks } from '../worker/tasks/builtin.ts';
@@ -43,7 +43,14 @@ export async function waitFor<T>(check: () => Promise<T | undefined | null | fal
  */
 export async function manualWorker(
   pool: pg.Pool,
-  options: Partial<WorkerOptions> & { tasks?: Record<string, TaskHandler>; random?: () => number; db?: LoopDatabase; metrics?: WorkerMetrics } = {},
+  options: Partial<WorkerOptions> & {
+    tasks?: Record<string, TaskHandler>;
+    random?: () => number;
+    db?: LoopDatabase;
+    metrics?: WorkerMetrics;
+    /** The worker's view of its presence (default: registered, ready, lease always valid). */
+    presence?: (workerId: string) => PresenceView;
+  } = {},
 ): Promise<{ worker: Worker; workerId: string; threads: ThreadPool; kill(): void; close(): Promise<void> }> {
   // Hold the worker's presence lock on a connection of its own, as a real worker does, so the
   // rescuer sees it alive; releasing that connection is how a test makes it die.
@@ -59,7 +66,7 @@ export async function manualWorker(
   const worker = new Worker(
     {
       db: options.db ?? poolDatabase(pool),
-      presence: { workerId, ready: true, whenReady: () => Promise.resolve() },
+      presence: options.presence?.(workerId) ?? { workerId, ready: true, whenReady: () => Promise.resolve() },
       tasks,
       threads,
       logger: silentLogger,
@@ -73,6 +80,8 @@ export async function manualWorker(
       pollMs: options.pollMs ?? 50,
       retryBaseMs: options.retryBaseMs ?? 1000,
       retryMaxMs: options.retryMaxMs ?? 60_000,
+      failedClaimWindowMs: options.failedClaimWindowMs,
+      reconcileEveryMs: options.reconcileEveryMs,
     },
   );
   let dead = false;

@@ -32,7 +32,7 @@ describe('migrations', () => {
     const tables = await pool.query(`select table_name from information_schema.tables where table_schema = 'pgq' order by 1`);
     expect(tables.rows.map((r) => r.table_name)).toEqual(['all_jobs', 'finished_jobs', 'job_keys', 'jobs', 'maintenance', 'migrations', 'workers']);
     const indexes = await pool.query(`select indexname from pg_indexes where schemaname = 'pgq' and tablename = 'jobs' order by 1`);
-    expect(indexes.rows.map((r) => r.indexname)).toEqual(['jobs_cancel_requested', 'jobs_claim_any', 'jobs_claim_queue', 'jobs_expiry', 'jobs_pkey']);
+    expect(indexes.rows.map((r) => r.indexname)).toEqual(['jobs_cancel_requested', 'jobs_claim_any', 'jobs_claim_queue', 'jobs_expiry', 'jobs_pkey', 'jobs_running_worker']);
   });
 
   it('a second run is a no-op', async () => {

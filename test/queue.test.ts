@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import * as runSql from '../worker/sql/run.ts';
+import * as ownershipSql from '../worker/sql/ownership.ts';
 import { cancelJob, countByState, enqueue, enqueueMany, getJob, InvalidInputError, PermanentError } from '../worker/index.ts';
 import * as maintenanceSql from '../worker/sql/maintenance.ts';
 import * as workersSql from '../worker/sql/workers.ts';
@@ -28,12 +28,23 @@ async function worker(options: Parameters<typeof manualWorker>[1] = {}) {
   return w;
 }
 
-const rescuer = (options: Partial<ConstructorParameters<typeof Maintenance>[1]> = {}) =>
-  new Maintenance({ pool, logger: silentLogger }, { leaseMs: 15_000, intervalMs: 1_000, retentionMs: 3_600_000, ...options });
+/**
+ * A maintenance pass run now, as if the last one were an interval ago (a pass is due) unless a
+ * test set it further back. Tests run passes back to back; the real fleet spaces them.
+ */
+const rescuer = (options: Partial<ConstructorParameters<typeof Maintenance>[1]> = {}) => {
+  const maintenance = new Maintenance({ pool, logger: silentLogger }, { leaseMs: 15_000, intervalMs: 1_000, retentionMs: 3_600_000, ...options });
+  return {
+    runOnce: async () => {
+      await pool.query(`update pgq.maintenance set last_pass_at = least(last_pass_at, now() - interval '1 second')`);
+      return maintenance.runOnce();
+    },
+  };
+};
 
-/** As if maintenance had just run and no outage came before: no grace point, no gap. */
+/** As if maintenance had run a second ago (a pass is due, no gap) and no outage came before: no grace point. */
 async function passedJustNow(): Promise<void> {
-  await pool.query(`update pgq.maintenance set last_pass_at = now(), grace_from = '-infinity'`);
+  await pool.query(`update pgq.maintenance set last_pass_at = now() - interval '1 second', grace_from = '-infinity'`);
 }
 
 describe('enqueue', () => {
@@ -366,7 +377,7 @@ describe('cancel, expiry and retention', () => {
     await passedJustNow();
     expect((await rescuer({ lockLossMs: 0 }).runOnce()).deadWorkers).toEqual([dying.workerId]);
     await stopping.worker.stop(0);
-    await runSql.releaseUnheld(pool, releasing.workerId, []);
+    await ownershipSql.reconcile(pool, releasing.workerId, { lowWater: Number.MAX_SAFE_INTEGER, failedClaims: [], held: [] });
     for (const id of ids) expect((await getJob(pool, id))!.state).toBe('cancelled');
     await stopping.close();
     await releasing.close();
@@ -388,7 +399,7 @@ describe('cancel, expiry and retention', () => {
     await drain(w);
     await pool.query(`update pgq.finished_jobs set finished_at = now() - interval '2 hours' where id = $1`, [old.id]);
     await pool.query(`update pgq.job_keys set created_at = now() - interval '2 hours'`);
-    const pass = await rescuer({ retentionMs: 3_600_000, sweepAndPruneEveryMs: 0 }).runOnce();
+    const pass = await rescuer({ retentionMs: 3_600_000, pruneEveryMs: 0 }).runOnce();
     expect(pass.pruned).toBe(1);
     expect(await getJob(pool, old.id)).toBeNull();
     expect((await getJob(pool, recent.id))!.state).toBe('succeeded');
@@ -441,7 +452,7 @@ describe('rescue', () => {
     const w = await worker();
     await w.worker.runOnce();
     await pool.query('delete from pgq.workers where id = $1', [w.workerId]);
-    const pass = await rescuer({ sweepAndPruneEveryMs: 0 }).runOnce();
+    const pass = await rescuer({ pruneEveryMs: 0 }).runOnce();
     expect(pass.deadWorkers).toEqual([]);
     expect(pass.requeued).toEqual([id]);
   });
@@ -484,5 +495,17 @@ describe('rescue', () => {
     } finally {
       holder.release();
     }
+  });
+
+  it('runs about one pass per interval fleet-wide: a pass finds one that ran just now and does nothing', async () => {
+    const w = await worker();
+    const m = new Maintenance({ pool, logger: silentLogger }, { leaseMs: 15_000, intervalMs: 60_000, retentionMs: 3_600_000 });
+    await pool.query(`update pgq.maintenance set last_pass_at = now() - interval '50 seconds'`);
+    expect((await m.runOnce()).skipped).toBe(false);
+    const again = await m.runOnce();
+    expect(again.skipped).toBe(true);
+    // Whoever finds the pass taken learns the fleet's size, to space its next look by it.
+    expect(again.fleet).toBe((await pool.query('select count(*)::int as n from pgq.workers')).rows[0].n);
+    await w.close();
   });
 });

@@ -69,7 +69,7 @@ describe('a claim whose reply is lost after the server committed it', () => {
       }, 'the job to run after all');
       expect(done.attempts).toBe(1);
       expect(runs).toEqual([job!.id]);
-      expect(gate.calls.some((c) => c.operation === 'releaseUnheld')).toBe(true);
+      expect(gate.calls.some((c) => c.operation === 'reconcile')).toBe(true);
       await w.worker.stop(0);
       await loop;
     } finally {
@@ -95,7 +95,7 @@ describe('a settle whose reply is lost after the server committed it', () => {
       expect((await getJob(pool, job!.id))?.state).toBe('succeeded');
       // The resend, and its check against the history, are done when flush() returns.
       await w.worker.flush();
-      expect(gate.calls.some((c) => c.operation === 'recordedBy')).toBe(true);
+      expect(gate.calls.some((c) => c.operation === 'answerUnrecorded')).toBe(true);
       const lost = (await metrics.jobs.get()).values.filter((v) => v.labels.outcome === 'lost');
       expect(lost.reduce((n, v) => n + v.value, 0)).toBe(0);
       expect(runs).toEqual([job!.id]);

@@ -8,6 +8,9 @@ import { withQueryDeadline } from './pool.ts';
 import * as q from './sql/maintenance.ts';
 import { setTransactionStatementTimeout } from './sql/session.ts';
 
+/** Looks at the maintenance turn, fleet-wide, per interval, by processes that did not lead the last pass. */
+const FOLLOWER_LOOKS_PER_INTERVAL = 4;
+
 export interface MaintenanceOptions {
   /** A worker that has not heartbeated for this long is dead. */
   readonly leaseMs: number;
@@ -15,11 +18,8 @@ export interface MaintenanceOptions {
   readonly intervalMs: number;
   /** Finished jobs older than this are deleted. */
   readonly retentionMs: number;
-  /**
-   * Time between the slow steps: the sweep for running jobs whose worker row is gone (whatever
-   * removed it) and the pruning of old history. Default one minute.
-   */
-  readonly sweepAndPruneEveryMs?: number;
+  /** Time between prunings of old history. Default one minute. */
+  readonly pruneEveryMs?: number;
   /** Most rows one pass expires or prunes, so a pass stays a short transaction. Default 5000. */
   readonly batchLimit?: number;
   /** Deadlines of each step (server and client); none when left out. */
@@ -47,8 +47,10 @@ export interface MaintenanceDeps {
 
 /** What one pass did. */
 export interface MaintenancePass {
-  /** Another process held the maintenance lock, so this pass did nothing. */
+  /** Another process held the maintenance lock, or had just run a pass, so this pass did nothing. */
   readonly skipped: boolean;
+  /** Workers registered, as seen by this pass (0 when the pass failed before it looked). */
+  readonly fleet?: number;
   readonly deadWorkers: string[];
   readonly requeued: string[];
   readonly failed: string[];
@@ -63,7 +65,8 @@ export interface MaintenancePass {
  */
 export class Maintenance {
   private timer: NodeJS.Timeout | undefined;
-  private lastSlowPassAt = 0;
+  private lastPruneAt = 0;
+  private lastPass: MaintenancePass | undefined;
   private current: Promise<unknown> | undefined;
   private stopped = false;
 
@@ -80,20 +83,20 @@ export class Maintenance {
   async runOnce(): Promise<MaintenancePass> {
     const deadline = this.options.deadline;
     const limit = this.options.batchLimit ?? 5_000;
-    const slow = Date.now() - this.lastSlowPassAt >= (this.options.sweepAndPruneEveryMs ?? 60_000);
+    const prune = Date.now() - this.lastPruneAt >= (this.options.pruneEveryMs ?? 60_000);
     return withPoolClient(this.deps.pool, async (pooled) => {
       const client = deadline ? withQueryDeadline(pooled, deadline.clientMs) : pooled;
-      const step = async <T>(name: string, fn: () => Promise<T>): Promise<{ led: boolean; value?: T }> => {
+      const step = async <T>(name: string, fn: () => Promise<T | undefined>, lock = true): Promise<{ led: boolean; value?: T }> => {
         try {
           await client.query('begin');
           if (deadline) await setTransactionStatementTimeout(client, deadline.statementMs);
-          if (!(await q.tryMaintenanceLock(client))) {
+          if (lock && !(await q.tryMaintenanceLock(client))) {
             await client.query('commit');
             return { led: false };
           }
           const value = await fn();
           await client.query('commit');
-          return { led: true, value };
+          return { led: value !== undefined || lock, value };
         } catch (error) {
           await client.query('rollback').catch(() => {});
           this.deps.metrics?.dbErrors.inc({ component: 'maintenance' });
@@ -102,35 +105,42 @@ export class Maintenance {
           return { led: true };
         }
       };
+      let fleet = 0;
       const death = await step('death', async () => {
+        const turn = await q.claimMaintenancePass(client, this.dueMs());
+        fleet = turn.fleet;
+        if (!turn.lead) return undefined;
         const found = await q.deleteDeadWorkers(client, this.rules());
         return { ...found, ...(await q.rescueOrphans(client, found.dead)) };
-      });
-      if (!death.led) return { skipped: true, deadWorkers: [], requeued: [], failed: [], expired: 0, pruned: 0 };
+      }, false);
+      if (!death.led) return { skipped: true, fleet, deadWorkers: [], requeued: [], failed: [], expired: 0, pruned: 0 };
       const deadWorkers = death.value?.dead ?? [];
       let requeued = death.value?.requeued ?? [];
       let failed = death.value?.failed ?? [];
       if (death.value?.gap) this.deps.logger.warn('maintenance had not run for a while (database or fleet away): every lease starts again now');
-      if (slow) {
-        // Running jobs whose worker row is gone, whatever removed it.
-        const orphans = await step('orphans', () => q.rescueOrphans(client, [], true));
-        requeued = requeued.concat(orphans.value?.requeued ?? []);
-        failed = failed.concat(orphans.value?.failed ?? []);
-      }
+      // Running jobs whose worker row is gone, whatever removed it.
+      const orphans = await step('orphans', () => q.rescueOrphans(client, [], true));
+      requeued = requeued.concat(orphans.value?.requeued ?? []);
+      failed = failed.concat(orphans.value?.failed ?? []);
       const expired = (await step('expiry', () => q.expireJobs(client, limit))).value ?? 0;
       await step('analyse', () => q.analyzeIfStale(client));
       let pruned = 0;
-      if (slow) {
+      if (prune) {
         pruned = (await step('prune', () => q.pruneFinished(client, this.options.retentionMs, limit))).value ?? 0;
-        this.lastSlowPassAt = Date.now();
+        this.lastPruneAt = Date.now();
       }
-      const pass = { skipped: false, deadWorkers, requeued, failed, expired, pruned };
+      const pass = { skipped: false, fleet, deadWorkers, requeued, failed, expired, pruned };
       this.report(pass);
       return pass;
     });
   }
 
-  private rules(): q.DeathRules {
+  /** A pass is due once the last one, by any process, is this old: about one pass per interval fleet-wide. */
+  private dueMs(): number {
+    return this.options.intervalMs * 0.7;
+  }
+
+    private rules(): q.DeathRules {
     const { leaseMs, intervalMs } = this.options;
     return {
       leaseMs,
@@ -144,10 +154,16 @@ export class Maintenance {
   start(): void {
     const schedule = () => {
       if (this.stopped) return;
-      const jittered = this.options.intervalMs * (0.75 + Math.random() / 2);
+      // A process that just led looks again after an interval; the others space their looks by
+      // the fleet's size, so the whole fleet makes about FOLLOWER_LOOKS_PER_INTERVAL of them per
+      // interval: a dead leader is replaced within a fraction of an interval, and a thousand
+      // workers do not spend a thousand transactions a second finding the pass taken.
+      const spread = this.lastPass?.skipped ? Math.max(1, (this.lastPass.fleet ?? 1) / FOLLOWER_LOOKS_PER_INTERVAL) : 1;
+      const jittered = this.options.intervalMs * spread * (spread > 1 ? 0.5 + Math.random() : 0.75 + Math.random() / 2);
       this.timer = setTimeout(() => {
         this.current = this.runOnce()
           .then((pass) => {
+            this.lastPass = pass;
             if (!pass.skipped) this.deps.afterLeadingPass?.();
           })
           .catch((error) => {

@@ -31,6 +31,8 @@ export interface PresenceOptions {
   readonly onHeartbeat?: () => void;
   /** The incarnation `workerId` was declared dead: abandon everything held under it. */
   readonly onRevoked?: (workerId: string) => void;
+  /** The worker's own lease lapsed: no heartbeat acknowledged within its window. */
+  readonly onLeaseLapsed?: () => void;
   /** The worker's own lease (livenessFor); without it, ready alone lets the worker run. */
   readonly liveness?: Liveness;
 }
@@ -56,6 +58,7 @@ export class Presence {
   private lastAckedAt = -Infinity;
   /** Whether this session holds the presence lock (a reconnect may find the old session still holding it). */
   private lockHeld = false;
+  private lapseTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly options: PresenceOptions) {}
 
@@ -162,6 +165,16 @@ export class Presence {
 
   private acknowledged(sentAt: number): void {
     this.lastAckedAt = Math.max(this.lastAckedAt, sentAt);
+    const { liveness } = this.options;
+    if (liveness && !this.closed) {
+      clearTimeout(this.lapseTimer);
+      // Timers fire late after a freeze, never early: a frozen worker learns of the lapse on waking.
+      const leftMs = this.lastAckedAt + liveness.workerLeaseMs - liveness.marginMs - performance.now();
+      this.lapseTimer = setTimeout(() => {
+        if (!this.leaseValid) this.options.onLeaseLapsed?.();
+      }, Math.max(0, leftMs) + 1);
+      this.lapseTimer.unref();
+    }
     this.options.onHeartbeat?.();
   }
 
@@ -215,6 +228,7 @@ export class Presence {
   async close(): Promise<void> {
     this.closed = true;
     clearInterval(this.heartbeatTimer);
+    clearTimeout(this.lapseTimer);
     clearTimeout(this.reconnectTimer);
     for (const resolve of this.readyWaiters.splice(0)) resolve();
     const client = this.client;

@@ -149,6 +149,7 @@ export async function startWorkerRuntime(
       worker?.leaseRenewed();
     },
     onRevoked: (workerId) => worker?.abandon(workerId),
+    onLeaseLapsed: () => worker?.leaseLapsed(),
     liveness,
   });
   worker = new Worker(
@@ -160,9 +161,10 @@ export async function startWorkerRuntime(
       pollMs: config.pollMs,
       // One connection is never the claims': failure records, hand-backs and maintenance need it.
       pipeline: config.poolSize - 1,
-      // A claim that failed on the client may still commit until the server notices the broken
-      // connection; by then the lease would have ended the session's work anyway.
-      claimDoubtMs: 2 * config.leaseMs,
+      // A claim that failed on the client may still commit until its statement times out on
+      // the server, or the server notices the broken connection — by then the lease has ended.
+      failedClaimWindowMs: config.leaseMs + deadlines.run.clientMs,
+      reconcileEveryMs: config.leaseMs,
       retryBaseMs: config.retryBaseMs,
       retryMaxMs: config.retryMaxMs,
     },

@@ -68,6 +68,14 @@ export interface ClaimedJob {
   runAfter: Date;
   startedAt: Date;
   expiresAt: Date | null;
+  /** The number of the claim that handed out this run, under the worker's incarnation. */
+  claimSeq: number;
+  /**
+   * This run's fencing token, `<worker incarnation>:<claim number>`: unique per run of any job,
+   * and what every statement that changes the job matches. A handler can key its own side
+   * effects on it (with the job id) to make them idempotent.
+   */
+  token: string;
 }
 
 /** The result of enqueueing one job. */

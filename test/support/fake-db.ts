@@ -3,7 +3,7 @@
  * logic (prefetch sizing, pipelining, stop, backoff). The queue's semantics are tested against
  * real Postgres elsewhere; this fake only hands out jobs and records what the loop sent.
  */
-import type { LoopDatabase, Succeeded } from '../../worker/loop/database.ts';
+import type { LateOutcome, LoopDatabase, ReconcileResult, RunRef, Succeeded } from '../../worker/loop/database.ts';
 import type { ClaimedJob, Delivery } from '../../worker/types.ts';
 
 export interface FakeJob {
@@ -54,6 +54,8 @@ export class FakeDatabase implements LoopDatabase {
         runAfter: at,
         startedAt: job.startedAt ?? at,
         expiresAt: null,
+        claimSeq: 0,
+        token: '',
       });
     }
     return ids;
@@ -63,7 +65,7 @@ export class FakeDatabase implements LoopDatabase {
     return this.queue.length;
   }
 
-  async settleAndClaim(_workerId: string, succeeded: Succeeded[], limit: number) {
+  async settleAndClaim(workerId: string, claimSeq: number, succeeded: Succeeded[], limit: number) {
     this.inFlight++;
     this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
     try {
@@ -78,16 +80,16 @@ export class FakeDatabase implements LoopDatabase {
         throw Object.assign(new Error('unsupported Unicode escape sequence'), { code: '22P05' });
       }
       this.succeeded.push(...succeeded);
-      const claimed = this.queue.splice(0, limit);
+      const claimed = this.queue.splice(0, limit).map((j) => ({ ...j, claimSeq, token: `${workerId}:${claimSeq}` }));
       return { settled: succeeded.map((s) => s.id), claimed };
     } finally {
       this.inFlight--;
     }
   }
 
-  async retry(_workerId: string, id: string): Promise<boolean> {
-    this.retried.push(id);
-    return true;
+  async retry(_workerId: string, ref: RunRef): Promise<'recorded'> {
+    this.retried.push(ref.id);
+    return 'recorded';
   }
 
   async finish(_workerId: string, finished: { id: string; state: string; error: string | null }[]): Promise<string[]> {
@@ -95,21 +97,22 @@ export class FakeDatabase implements LoopDatabase {
     return finished.map((f) => f.id);
   }
 
-  async handBack(_workerId: string, started: string[], notStarted: string[] = []): Promise<string[]> {
-    this.handedBack.push(...started, ...notStarted);
-    return [...started, ...notStarted];
+  async handBack(_workerId: string, started: RunRef[], notStarted: RunRef[] = []): Promise<string[]> {
+    const ids = [...started, ...notStarted].map((r) => r.id);
+    this.handedBack.push(...ids);
+    return ids;
   }
 
-  async releaseUnheld(): Promise<string[]> {
-    return [];
+  async reconcile(): Promise<ReconcileResult> {
+    return { released: [], requeued: [], lost: [], cancelled: [] };
   }
 
   async setProgress(): Promise<boolean> {
     return true;
   }
 
-  async recordedBy(_workerId: string, runs: { id: string }[]): Promise<string[]> {
+  async answerUnrecorded(_workerId: string, outcomes: LateOutcome[]): Promise<Map<string, 'already'>> {
     const recorded = new Set(this.succeeded.map((s) => s.id));
-    return runs.filter((r) => recorded.has(r.id)).map((r) => r.id);
+    return new Map(outcomes.filter((o) => recorded.has(o.id)).map((o) => [o.id, 'already' as const]));
   }
 }

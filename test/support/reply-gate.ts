@@ -25,9 +25,20 @@ export function connectionReset(): Error {
   return Object.assign(new Error('Connection terminated unexpectedly (reply dropped by the test gate)'), { code: 'ECONNRESET' });
 }
 
+/** A statement whose caller already saw its connection reset; the server has not run it yet. */
+export interface LateStatement {
+  readonly operation: Operation;
+  readonly args: readonly unknown[];
+  /** Run it now, as a server does that got the statement before the connection broke; its reply goes nowhere. */
+  commit(): Promise<unknown>;
+}
+
 export class ReplyGate {
   /** The operations whose next calls are held, and how many of them. */
   private readonly holding = new Map<Operation, number>();
+  /** The operations whose next call fails at once on the caller's side and runs later. */
+  private readonly delaying = new Map<Operation, number>();
+  private readonly late: LateStatement[] = [];
   private readonly held: HeldReply[] = [];
   private readonly waiters: (() => void)[] = [];
   /** Every call that went through, in order. */
@@ -42,15 +53,28 @@ export class ReplyGate {
       retry: wrap('retry'),
       finish: wrap('finish'),
       handBack: wrap('handBack'),
-      releaseUnheld: wrap('releaseUnheld'),
+      reconcile: wrap('reconcile'),
+      answerUnrecorded: wrap('answerUnrecorded'),
       setProgress: wrap('setProgress'),
-      recordedBy: wrap('recordedBy'),
     };
   }
 
   /** Hold the replies of the next `count` calls of `operation`. */
   hold(operation: Operation, count = 1): void {
     this.holding.set(operation, (this.holding.get(operation) ?? 0) + count);
+  }
+
+  /**
+   * The next call of `operation` fails at once, as if its connection reset, while the statement
+   * waits to run until the test commits it: a claim that commits after its client gave up.
+   */
+  delay(operation: Operation): void {
+    this.delaying.set(operation, (this.delaying.get(operation) ?? 0) + 1);
+  }
+
+  /** The delayed statements not committed yet, oldest first. */
+  get delayed(): readonly LateStatement[] {
+    return this.late;
   }
 
   /** The replies held now, oldest first. */
@@ -67,6 +91,20 @@ export class ReplyGate {
   private async pass(operation: Operation, args: unknown[]): Promise<unknown> {
     this.calls.push({ operation, args });
     const fn = this.inner[operation] as (...a: unknown[]) => Promise<unknown>;
+    const delays = this.delaying.get(operation) ?? 0;
+    if (delays > 0) {
+      this.delaying.set(operation, delays - 1);
+      const statement: LateStatement = {
+        operation,
+        args,
+        commit: () => {
+          this.late.splice(this.late.indexOf(statement), 1);
+          return fn(...args);
+        },
+      };
+      this.late.push(statement);
+      throw connectionReset();
+    }
     const count = this.holding.get(operation) ?? 0;
     if (count === 0) return fn(...args);
     this.holding.set(operation, count - 1);

@@ -3,36 +3,38 @@
  * drive it with a fake, or with the real operations wrapped in a reply gate.
  */
 import type pg from 'pg';
+import * as ownership from '../sql/ownership.ts';
 import * as run from '../sql/run.ts';
 
-export type { Succeeded, SettleAndClaimResult, Finished } from '../sql/run.ts';
+export type { Succeeded, SettleAndClaimResult, Finished, RunRef } from '../sql/run.ts';
+export type { LateOutcome, ReconcileRequest, ReconcileResult } from '../sql/ownership.ts';
 
 export interface LoopDatabase {
-  /** Record successes and claim up to `limit` more, in one round trip. */
-  settleAndClaim(workerId: string, succeeded: run.Succeeded[], limit: number, queues: readonly string[] | null): Promise<run.SettleAndClaimResult>;
-  /** Put a failed run back in the queue after `delayMs`; false when it must not be retried. */
-  retry(workerId: string, id: string, attempt: number, error: string, delayMs: number): Promise<boolean>;
+  /** Record successes and claim up to `limit` more under claim number `claimSeq`, in one round trip. */
+  settleAndClaim(workerId: string, claimSeq: number, succeeded: run.Succeeded[], limit: number, queues: readonly string[] | null): Promise<run.SettleAndClaimResult>;
+  /** Put a failed run back in the queue after `delayMs`; `refused` when it must be finished instead. */
+  retry(workerId: string, ref: run.RunRef, error: string, delayMs: number): Promise<'recorded' | 'already' | 'refused'>;
   /** Move runs to the history in a final state; returns the ids moved. */
   finish(workerId: string, finished: run.Finished[]): Promise<string[]>;
   /** Give runs back to the queue without counting the attempt; returns the ids given back. */
-  handBack(workerId: string, started: string[], notStarted?: string[]): Promise<string[]>;
-  /** Give back the jobs the database says this worker runs but it does not hold (lost claim replies). */
-  releaseUnheld(workerId: string, held: string[]): Promise<string[]>;
-  /** Which of these runs this worker already recorded (a resend after a lost reply). */
-  recordedBy(workerId: string, runs: { id: string; attempt: number }[]): Promise<string[]>;
+  handBack(workerId: string, started: run.RunRef[], notStarted?: run.RunRef[]): Promise<string[]>;
+  /** Settle what the database says this worker runs and the worker does not hold. */
+  reconcile(workerId: string, request: ownership.ReconcileRequest): Promise<ownership.ReconcileResult>;
+  /** For outcomes that found no running job: recorded already by the same token, or replacing "outcome unknown". */
+  answerUnrecorded(workerId: string, outcomes: ownership.LateOutcome[]): Promise<Map<string, 'already' | 'replaced'>>;
   /** Store a running job's progress. */
-  setProgress(workerId: string, id: string, attempt: number, progress: unknown): Promise<boolean>;
+  setProgress(workerId: string, ref: run.RunRef, progress: unknown): Promise<boolean>;
 }
 
 /** The real operations, on a pool. */
 export function poolDatabase(pool: pg.Pool): LoopDatabase {
   return {
-    settleAndClaim: (workerId, succeeded, limit, queues) => run.settleAndClaim(pool, workerId, succeeded, limit, queues),
-    retry: (workerId, id, attempt, error, delayMs) => run.retryJob(pool, workerId, id, attempt, error, delayMs),
+    settleAndClaim: (workerId, claimSeq, succeeded, limit, queues) => run.settleAndClaim(pool, workerId, claimSeq, succeeded, limit, queues),
+    retry: (workerId, ref, error, delayMs) => run.retryJob(pool, workerId, ref, error, delayMs),
     finish: (workerId, finished) => run.finishJobs(pool, workerId, finished),
     handBack: (workerId, started, notStarted) => run.handBack(pool, workerId, started, notStarted),
-    releaseUnheld: (workerId, held) => run.releaseUnheld(pool, workerId, held),
-    setProgress: (workerId, id, attempt, progress) => run.setProgress(pool, workerId, id, attempt, progress),
-    recordedBy: (workerId, runs) => run.recordedBy(pool, workerId, runs),
+    reconcile: (workerId, request) => ownership.reconcile(pool, workerId, request),
+    answerUnrecorded: (workerId, outcomes) => ownership.answerUnrecorded(pool, workerId, outcomes),
+    setProgress: (workerId, ref, progress) => run.setProgress(pool, workerId, ref, progress),
   };
 }

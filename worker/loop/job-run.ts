@@ -34,7 +34,7 @@ export async function runJob(run: Run, deps: JobRunDeps): Promise<void> {
   if (run.abandoned) return;
   await run.progress?.flush();
   if (outcome.ok) {
-    deps.outcomes.addSuccess({ id: job.id, attempt: job.attempt, resultJson: outcome.resultJson, startedAt: run.startedAt }, job.task);
+    deps.outcomes.addSuccess({ id: job.id, attempt: job.attempt, claimSeq: job.claimSeq, resultJson: outcome.resultJson, startedAt: run.startedAt }, job.task);
     return;
   }
   await deps.outcomes.recordFailure(deps.presence.workerId!, job, outcome.error, log);
@@ -45,7 +45,7 @@ function progressOf(run: Run, deps: JobRunDeps): ProgressReporter {
   run.progress ??= new ProgressReporter(
     (value) => {
       const workerId = deps.presence.workerId;
-      return workerId ? deps.db.setProgress(workerId, run.job.id, run.job.attempt, value) : Promise.resolve(false);
+      return workerId ? deps.db.setProgress(workerId, run.job, value) : Promise.resolve(false);
     },
     (error) => deps.logger.warn({ jobId: run.job.id, err: describeError(error) }, 'could not store progress'),
     deps.clock,

@@ -11,7 +11,7 @@ import type { Logger } from '../logger.ts';
 import { storableText } from '../poison.ts';
 import type { WorkerMetrics } from '../metrics.ts';
 import type { ClaimedJob } from '../types.ts';
-import type { Finished, LoopDatabase, Succeeded } from './database.ts';
+import type { Finished, LateOutcome, LoopDatabase, RunRef, Succeeded } from './database.ts';
 
 export interface OutcomeDeps {
   readonly db: LoopDatabase;
@@ -35,8 +35,20 @@ export interface RetryPolicy {
 /** Per success, what the settle statement adds besides the result itself. */
 const ROW_OVERHEAD_BYTES = 48;
 
+/** A waiting success as an outcome to ask the history about. */
+const lateSuccess = (s: Succeeded): LateOutcome => ({
+  id: s.id,
+  attempt: s.attempt,
+  claimSeq: s.claimSeq,
+  state: 'succeeded',
+  resultJson: s.resultJson,
+  error: null,
+});
+
 export class OutcomeRecorder {
   private succeeded: Succeeded[] = [];
+  /** Successes on their way in a round trip: held until its reply. */
+  private readonly sending = new Set<string>();
   private readonly persisting = new Set<Promise<void>>();
   /** Jobs whose failure is being recorded: still this worker's until the record's reply. */
   private readonly recording = new Map<string, number>();
@@ -68,7 +80,7 @@ export class OutcomeRecorder {
 
   /** Ids of the jobs whose outcome is waiting or on its way: the worker still holds them. */
   heldIds(): string[] {
-    return [...this.succeeded.map((s) => s.id), ...this.recording.keys()];
+    return [...this.succeeded.map((s) => s.id), ...this.sending, ...this.recording.keys()];
   }
 
   /** Take the waiting successes for a round trip, at most the settle cap and the byte bound (always one). */
@@ -81,17 +93,20 @@ export class OutcomeRecorder {
       if (n > 0 && bytes > maxBytes) break;
       n++;
     }
-    if (n === this.succeeded.length) {
-      const batch = this.succeeded;
-      this.succeeded = [];
-      return batch;
-    }
-    return this.succeeded.splice(0, n);
+    const batch = n === this.succeeded.length ? this.succeeded : this.succeeded.splice(0, n);
+    if (batch === this.succeeded) this.succeeded = [];
+    for (const s of batch) this.sending.add(s.id);
+    return batch;
+  }
+
+  private sent(batch: readonly Succeeded[]): void {
+    for (const s of batch) this.sending.delete(s.id);
   }
 
   /** A settle of `batch` came back with `settled` recorded. */
   settled(workerId: string, batch: Succeeded[], settled: string[]): void {
     this.resize(batch.length, false);
+    this.sent(batch);
     this.checkSettled(workerId, batch, settled);
   }
 
@@ -100,11 +115,16 @@ export class OutcomeRecorder {
     this.resize(batch.length, isTimeout(error));
   }
 
-  /** Drop every waiting success (their worker identity was revoked); how many there were. */
-  discardWaiting(): number {
-    const n = this.succeeded.length;
+  /**
+   * The incarnation `workerId` was revoked: its waiting successes can no longer be recorded as
+   * such, but an at-most-once one the rescuer recorded as "outcome unknown" is replaced by what
+   * really happened. Sent in the background, once; how many there were.
+   */
+  sendLate(workerId: string): number {
+    const late = this.succeeded;
     this.succeeded = [];
-    return n;
+    if (late.length > 0) this.answer(workerId, late.map(lateSuccess), 'late');
+    return late.length;
   }
 
   /**
@@ -122,31 +142,50 @@ export class OutcomeRecorder {
 
   /** A round trip failed: its successes wait again, ahead of newer ones. */
   putBack(batch: Succeeded[]): void {
+    this.sent(batch);
     this.succeeded = batch.concat(this.succeeded);
   }
 
   /**
    * Compare what a round trip recorded with what it carried. A success not recorded was either
-   * recorded already (this is a resend after a lost reply: nothing is wrong) or taken from this
-   * worker meanwhile (it was declared dead): the history tells which.
+   * recorded already by its own token (a resend after a lost reply: nothing is wrong), or taken
+   * from this worker meanwhile (it was declared dead); the history tells which, and a run the
+   * rescuer recorded as "outcome unknown" gets its real outcome.
    */
   checkSettled(workerId: string, batch: Succeeded[], settled: string[]): void {
     if (settled.length === batch.length) return;
     const ok = new Set(settled);
-    const missing = batch.filter((s) => !ok.has(s.id));
-    const classified = this.deps.db
-      .recordedBy(workerId, missing.map((s) => ({ id: s.id, attempt: s.attempt })))
-      .catch(() => [] as string[])
-      .then((already) => {
-        const before = new Set(already);
-        for (const s of missing) {
-          if (before.has(s.id)) continue;
-          this.deps.logger.warn({ jobId: s.id, attempt: s.attempt }, 'job was taken from this worker before its result was recorded');
+    this.answer(workerId, batch.filter((s) => !ok.has(s.id)).map(lateSuccess), 'resend');
+  }
+
+  /**
+   * Ask the history about outcomes whose statement found no running job under their token, in
+   * the background: `already` recorded by that token, `replaced` an "outcome unknown", or lost.
+   */
+  private answer(workerId: string, outcomes: LateOutcome[], why: 'resend' | 'late'): void {
+    const answered = this.deps.db
+      .answerUnrecorded(workerId, outcomes)
+      .catch((error: unknown) => {
+        this.deps.logger.warn({ err: describeError(error), jobs: outcomes.map((o) => o.id) }, 'could not ask whether unrecorded outcomes were recorded');
+        return new Map<string, 'already' | 'replaced'>();
+      })
+      .then((answers) => {
+        for (const o of outcomes) {
+          const answer = answers.get(o.id);
+          if (answer === 'already') continue;
+          if (answer === 'replaced') {
+            this.deps.logger.info({ jobId: o.id, token: `${workerId}:${o.claimSeq}`, state: o.state }, 'late outcome replaced "outcome unknown"');
+            continue;
+          }
+          this.deps.logger.warn(
+            { jobId: o.id, attempt: o.attempt, token: `${workerId}:${o.claimSeq}` },
+            why === 'late' ? 'outcome of a run whose worker was declared dead is not recorded' : 'job was taken from this worker before its outcome was recorded',
+          );
           this.deps.metrics?.jobEnded('unknown', 'lost');
         }
       });
-    this.persisting.add(classified);
-    void classified.finally(() => this.persisting.delete(classified));
+    this.persisting.add(answered);
+    void answered.finally(() => this.persisting.delete(answered));
   }
 
   /**
@@ -160,7 +199,9 @@ export class OutcomeRecorder {
     while (parts.length > 0) {
       const part = parts.shift()!;
       try {
-        this.checkSettled(workerId, part, await settle(part));
+        const recorded = await settle(part);
+        this.sent(part);
+        this.checkSettled(workerId, part, recorded);
         continue;
       } catch (error) {
         if (isTransient(error)) {
@@ -176,7 +217,8 @@ export class OutcomeRecorder {
         const message = storableText(`result could not be stored: ${describeError(error)}`.slice(0, 10_000));
         this.deps.logger.warn({ jobId: bad!.id, err: message }, 'job result refused by the database; the job fails');
         this.deps.metrics?.jobEnded('unknown', 'failed');
-        this.finishInBackground(workerId, [{ id: bad!.id, attempt: bad!.attempt, state: 'failed', error: message }]);
+        this.finishInBackground(workerId, [{ id: bad!.id, attempt: bad!.attempt, claimSeq: bad!.claimSeq, state: 'failed', error: message }]);
+        this.sent(part);
       }
     }
   }
@@ -192,9 +234,37 @@ export class OutcomeRecorder {
     void this.holding(
       ids,
       this.persist(ids, async () => {
-        await this.deps.db.finish(workerId, finished);
+        await this.finish(workerId, finished);
       }),
     );
+  }
+
+  /**
+   * Give runs back to the queue with their attempt restored (started ones only if at-least-once),
+   * retried through transient errors; held until the reply.
+   */
+  handBackInBackground(workerId: string, started: RunRef[], notStarted: RunRef[]): void {
+    const ids = [...started, ...notStarted].map((r) => r.id);
+    void this.holding(
+      ids,
+      this.persist(ids, async () => {
+        await this.deps.db.handBack(workerId, started, notStarted);
+      }),
+    );
+  }
+
+  /** Finish runs; those the statement did not move are asked about (a resend, or a late outcome). */
+  private async finish(workerId: string, finished: Finished[]): Promise<string[]> {
+    const moved = await this.deps.db.finish(workerId, finished);
+    if (moved.length < finished.length) {
+      const ok = new Set(moved);
+      this.answer(
+        workerId,
+        finished.filter((f) => !ok.has(f.id)).map((f) => ({ id: f.id, attempt: f.attempt, claimSeq: f.claimSeq, state: 'failed' as const, resultJson: null, error: f.error })),
+        'resend',
+      );
+    }
+    return moved;
   }
 
   /** Count `ids` as held until `recorded` settles. */
@@ -224,13 +294,14 @@ export class OutcomeRecorder {
     const permanent = error instanceof PermanentError;
     if (!permanent && job.delivery === 'at_least_once' && job.attempt < job.maxAttempts) {
       const delayMs = backoffMs(job.attempt, { baseMs: this.policy.retryBaseMs, maxMs: this.policy.retryMaxMs, random: this.deps.random });
-      if (await db.retry(workerId, job.id, job.attempt, message, delayMs)) {
+      const answer = await db.retry(workerId, job, message, delayMs);
+      if (answer !== 'refused') {
         log().info({ err: message, retryInMs: delayMs }, 'job failed; will retry');
         metrics?.jobEnded(job.task, 'retried');
         return;
       }
     }
-    const moved = await db.finish(workerId, [{ id: job.id, attempt: job.attempt, state: 'failed', error: message }]);
+    const moved = await this.finish(workerId, [{ id: job.id, attempt: job.attempt, claimSeq: job.claimSeq, state: 'failed', error: message }]);
     const outcome = error instanceof CancelledError ? 'cancelled' : 'failed';
     if (moved.length > 0) {
       log().warn({ err: message }, outcome === 'cancelled' ? 'job cancelled' : 'job failed for good');

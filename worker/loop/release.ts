@@ -17,13 +17,13 @@ export async function releaseUnfinished(
   record: Recorder,
   metrics?: WorkerMetrics,
 ): Promise<{ handedBack: string[]; failed: string[]; unrecorded: string[] }> {
-  const atLeastOnce = left.filter((r) => r.job.delivery === 'at_least_once').map((r) => r.job.id);
+  const atLeastOnce = left.filter((r) => r.job.delivery === 'at_least_once').map((r) => r.job);
   const atMostOnce = left.filter((r) => r.job.delivery === 'at_most_once');
   const unrecorded: string[] = [];
   let handedBack: string[] = [];
   if (atLeastOnce.length > 0) {
     const back = await record(() => db.handBack(workerId, atLeastOnce));
-    if (back === undefined) unrecorded.push(...atLeastOnce);
+    if (back === undefined) unrecorded.push(...atLeastOnce.map((j) => j.id));
     handedBack = back ?? [];
     for (const run of left) {
       if (handedBack.includes(run.job.id)) metrics?.jobEnded(run.job.task, 'handed_back');
@@ -36,6 +36,7 @@ export async function releaseUnfinished(
       atMostOnce.map((r) => ({
         id: r.job.id,
         attempt: r.job.attempt,
+        claimSeq: r.job.claimSeq,
         state: 'failed' as const,
         error: 'the worker stopped before this at-most-once job finished; it is not run again',
       })),

@@ -52,10 +52,13 @@ export interface WorkerOptions {
   /** Round trips in flight at once (default 1); at most the pool size. */
   readonly pipeline?: number;
   /**
-   * After a claim fails without a reply, how long the worker keeps looking for jobs that claim
-   * may still have taken (default 30 s): a statement can commit after its client gave up.
+   * After a claim fails without a reply, how long its number is sent with every reconciliation
+   * (default 30 s; the runtime uses a lease plus the statement timeout): a statement can commit
+   * after its client gave up.
    */
-  readonly claimDoubtMs?: number;
+  readonly failedClaimWindowMs?: number;
+  /** Reconcile at least this often (default 15 s; the runtime uses the lease): the backstop for lost commits. */
+  readonly reconcileEveryMs?: number;
 }
 
 /** What one iteration did. */

@@ -2,7 +2,7 @@ import { backoffMs } from '../backoff.ts';
 import { sleep, systemClock, type Clock } from '../clock.ts';
 import { CancelledError, describeError, isTransient } from '../errors.ts';
 import type { ClaimedJob } from '../types.ts';
-import { ClaimDoubt } from './claim-doubt.ts';
+import { ClaimLedger } from './claim-ledger.ts';
 import { abortRun, type Run } from './execute.ts';
 import { runJob, type JobRunDeps } from './job-run.ts';
 import { releaseUnfinished } from './release.ts';
@@ -38,7 +38,7 @@ export class Worker {
   private finishedDuringStop = 0;
   /** Set by stop(): records are retried through transient errors until then. */
   private recordDeadline: number | undefined;
-  private readonly doubt: ClaimDoubt;
+  private readonly ledger: ClaimLedger;
   /** What each job run needs, made once: one object per job would be garbage per job. */
   private readonly jobDeps: JobRunDeps;
 
@@ -48,7 +48,11 @@ export class Worker {
   ) {
     this.clock = deps.clock ?? systemClock;
     this.waker = new Waker(this.clock);
-    this.doubt = new ClaimDoubt(this.clock, options.claimDoubtMs ?? 30_000);
+    this.ledger = new ClaimLedger(this.clock, {
+      failedWindowMs: options.failedClaimWindowMs ?? 30_000,
+      lookAgainMs: 2_000,
+      backstopMs: options.reconcileEveryMs ?? 15_000,
+    });
     this.prefetch = new PrefetchSizer({ concurrency: options.concurrency, horizonMs: options.prefetchHorizonMs ?? 50, max: options.maxPrefetch ?? 2000 });
     this.outcomes = new OutcomeRecorder(
       { db: deps.db, logger: deps.logger, metrics: deps.metrics, clock: this.clock, random: deps.random ?? Math.random, statements: deps.statements },
@@ -99,7 +103,7 @@ export class Worker {
       // The history marks them cancelled: their cancel_requested flag is set.
       this.outcomes.finishInBackground(
         this.deps.presence.workerId!,
-        buffered.map((j) => ({ id: j.id, attempt: j.attempt, state: 'failed' as const, error: 'cancelled before it started' })),
+        buffered.map((j) => ({ id: j.id, attempt: j.attempt, claimSeq: j.claimSeq, state: 'failed' as const, error: 'cancelled before it started' })),
       );
     }
     for (const id of ids) {
@@ -128,10 +132,12 @@ export class Worker {
     if (limit === 0 && this.outcomes.pending === 0) return { requested: 0, claimed: 0, settled: 0 };
     const batch = this.outcomes.takeBatch();
     this.claiming += limit;
+    const seq = limit > 0 ? this.ledger.begin() : 0;
     let result;
     try {
-      result = await this.deps.db.settleAndClaim(workerId, batch, limit, this.options.queues);
+      result = await this.deps.db.settleAndClaim(workerId, seq, batch, limit, this.options.queues);
     } catch (error) {
+      if (limit > 0) this.ledger.failedClaim(seq);
       this.deps.statements?.failed();
       this.outcomes.settleFailed(batch, error);
       if (batch.length > 0 && !isTransient(error)) {
@@ -139,13 +145,21 @@ export class Worker {
       } else {
         this.outcomes.putBack(batch);
       }
-      if (limit > 0) this.doubt.claimFailed();
       throw error;
     } finally {
       this.claiming -= limit;
     }
+    if (limit > 0) this.ledger.resolved(seq);
     this.deps.statements?.succeeded();
     this.outcomes.settled(workerId, batch, result.settled);
+    if (this.deps.presence.workerId !== workerId) {
+      // Claimed under an incarnation revoked while the reply was on the wire: the rescuer's
+      // sweep takes these back; they never start here.
+      if (result.claimed.length > 0) {
+        this.deps.logger.warn({ workerId, jobs: result.claimed.map((j) => j.id) }, 'claim reply arrived for a revoked incarnation; not started');
+      }
+      return { requested: limit, claimed: 0, settled: result.settled.length };
+    }
     const arrived = this.clock.now();
     for (const job of result.claimed) this.arrivedAt.set(job.id, arrived);
     this.buffer.push(...result.claimed);
@@ -194,10 +208,36 @@ export class Worker {
     this.buffer = [];
     this.arrivedAt.clear();
     for (const run of [...this.running.values()]) this.letGo(run, new Error('this worker was declared dead; the job was taken back'));
-    const discarded = this.outcomes.discardWaiting();
-    this.deps.metrics?.jobEnded('unknown', 'lost', dropped + discarded);
-    this.deps.logger.warn({ workerId, dropped, discarded }, 'abandoned what this worker held before it was declared dead');
+    this.ledger.newIncarnation();
+    const late = this.outcomes.sendLate(workerId);
+    this.deps.metrics?.jobEnded('unknown', 'lost', dropped);
+    this.deps.logger.warn({ workerId, dropped, late }, 'abandoned what this worker held before it was declared dead');
     this.nudge();
+  }
+
+  /**
+   * The worker's own lease lapsed (no heartbeat acknowledged for its window): by the time the
+   * rescuer may count it dead, it must not be doing what the rescuer would give to another.
+   * Buffered jobs are given back unstarted and at-least-once handlers aborted and given back —
+   * the rescuer would run those again elsewhere. At-most-once handlers go on: nobody runs such
+   * a job again, and its outcome is recorded under its token, or replaces the rescuer's
+   * "outcome unknown" (rule 9); aborting it would only turn a success into a failure. The worker
+   * reconciles before it claims again. Every statement here matches the runs' tokens, so one
+   * that arrives after the rescuer took a job changes nothing.
+   */
+  leaseLapsed(): void {
+    const workerId = this.deps.presence.workerId;
+    if (!workerId || this.stopping || this.leaseHolds()) return;
+    const unstarted = this.buffer;
+    this.buffer = [];
+    this.arrivedAt.clear();
+    const aborted = [...this.running.values()].filter((r) => r.job.delivery === 'at_least_once');
+    for (const run of aborted) this.letGo(run, new Error('this worker lost contact with the database for longer than its lease'));
+    this.ledger.force();
+    if (unstarted.length === 0 && aborted.length === 0) return;
+    this.outcomes.handBackInBackground(workerId, aborted.map((r) => r.job), unstarted);
+    this.deps.metrics?.jobEnded('unknown', 'handed_back', unstarted.length + aborted.length);
+    this.deps.logger.warn({ workerId, unstarted: unstarted.length, aborted: aborted.length }, 'lease lapsed: gave back buffered jobs and aborted at-least-once ones');
   }
 
   /**
@@ -217,14 +257,14 @@ export class Worker {
     await this.loop;
     const unrecorded: string[] = [];
     // Buffered jobs never started: back to the queue at once, whatever their delivery.
-    const unstarted = this.buffer.map((j) => j.id);
+    const unstarted = this.buffer;
     this.buffer = [];
     this.arrivedAt.clear();
     const workerId = this.deps.presence.workerId;
     let handedBack: string[] = [];
     if (workerId && unstarted.length > 0) {
       const back = await this.record(() => this.deps.db.handBack(workerId, [], unstarted));
-      if (back === undefined) unrecorded.push(...unstarted);
+      if (back === undefined) unrecorded.push(...unstarted.map((j) => j.id));
       handedBack = back ?? [];
     }
     const startedWith = this.running.size;
@@ -323,11 +363,9 @@ export class Worker {
         this.notified = false;
         more = true;
       }
-      if (this.doubt.wanted && !this.stopping && this.deps.presence.workerId) {
-        // Only with no claim on the wire is every job this worker does not hold a lost one.
-        if (iterations.size > 0 || this.clock.now() < pauseUntil) {
-          const now = this.clock.now();
-          await this.waker.wait(iterations.size > 0 ? this.options.pollMs : pauseUntil - now, this.stopping);
+      if (this.ledger.wanted && this.deps.presence.ready && this.deps.presence.workerId) {
+        if (this.clock.now() < pauseUntil) {
+          await this.waker.wait(pauseUntil - this.clock.now(), this.stopping);
           continue;
         }
         try {
@@ -376,22 +414,29 @@ export class Worker {
 
   /** Record successes without claiming; the ids recorded. */
   private async settleOnly(workerId: string, batch: Succeeded[]): Promise<string[]> {
-    return (await this.deps.db.settleAndClaim(workerId, batch, 0, this.options.queues)).settled;
+    return (await this.deps.db.settleAndClaim(workerId, 0, batch, 0, this.options.queues)).settled;
   }
 
   /**
-   * Give back the jobs a failed claim took without this worker hearing of it. Called with no
-   * claim in flight, so the database's list of this worker's running jobs, less those it holds
-   * (running, buffered, or with an outcome on its way), is exactly what lost replies left.
+   * Settle what the database says this worker runs and the worker does not hold, for the claims
+   * up to the low-water mark and the failed ones (see ClaimLedger): claims still on the wire are
+   * not judged, so this runs beside them. The loop calls it when the ledger asks; tests call it
+   * directly.
    */
-  private async reconcile(): Promise<void> {
-    const held = this.heldIds();
-    const released = await this.deps.db.releaseUnheld(this.deps.presence.workerId!, held);
-    this.doubt.looked();
+  async reconcile(): Promise<void> {
+    const workerId = this.deps.presence.workerId!;
+    const result = await this.deps.db.reconcile(workerId, this.ledger.request(this.heldIds()));
+    this.ledger.looked();
+    const { released, requeued, lost, cancelled } = result;
     if (released.length > 0) {
       this.deps.metrics?.jobEnded('unknown', 'released', released.length);
       this.deps.logger.warn({ jobs: released }, 'gave back jobs whose claim reply was lost');
     }
+    if (requeued.length + lost.length > 0) {
+      this.deps.metrics?.jobEnded('unknown', 'lost', requeued.length + lost.length);
+      this.deps.logger.error({ requeued, lost }, 'jobs this worker received were still running under it after it let go of them (a lost commit?): requeued or failed as "outcome lost"');
+    }
+    if (cancelled.length > 0) this.deps.logger.info({ jobs: cancelled }, 'jobs whose claim reply was lost were cancelled meanwhile');
   }
 
   /** Jobs the worker can take now: free slots plus prefetch, less what is held or being claimed. */

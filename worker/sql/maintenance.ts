@@ -14,6 +14,21 @@ export async function tryMaintenanceLock(db: Queryable): Promise<boolean> {
   return rows[0]!.ok;
 }
 
+/**
+ * Whether this process leads the next pass: it holds the maintenance lock (call inside a
+ * transaction) and the last pass, by anyone, is at least `dueMs` old. Also how many workers
+ * there are, so that those who do not lead can space their tries by the fleet's size.
+ */
+export async function claimMaintenancePass(db: Queryable, dueMs: number): Promise<{ lead: boolean; fleet: number }> {
+  const { rows } = await db.query<{ lead: boolean; fleet: number }>(
+    `select l.locked and m.last_pass_at <= now() - make_interval(secs => $3::double precision / 1000) as lead,
+            (select count(*)::int from pgq.workers) as fleet
+       from (select pg_try_advisory_xact_lock($1, $2) as locked) l, pgq.maintenance m`,
+    [ADVISORY_CLASS, MAINTENANCE_LOCK, dueMs],
+  );
+  return rows[0] ?? { lead: false, fleet: 0 };
+}
+
 /** The rules of death, in milliseconds. */
 export interface DeathRules {
   /** A worker silent this long (counted from the later of its heartbeat and the grace point) is dead. */
@@ -86,15 +101,15 @@ export interface RescueResult {
  */
 export async function rescueOrphans(db: Queryable, deadWorkers: string[], sweep = false): Promise<RescueResult> {
   if (deadWorkers.length === 0 && !sweep) return { requeued: [], failed: [] };
+  // Either lookup walks the index of running jobs (jobs_running_worker), never the backlog.
   const { rows } = await db.query<{ id: string; requeue: boolean; worker_id: string }>(
     `select j.id::text, j.worker_id::text,
             (j.delivery = 'at_least_once' and j.attempts < j.max_attempts and not j.cancel_requested) as requeue
        from pgq.jobs j
       where j.state = 'running'
-        and (j.worker_id = any($1::bigint[])
-             or ($2 and not exists (select 1 from pgq.workers w where w.id = j.worker_id)))
+        and ${sweep ? 'not exists (select 1 from pgq.workers w where w.id = j.worker_id)' : 'j.worker_id = any($1::bigint[])'}
       for update of j skip locked`,
-    [deadWorkers, sweep],
+    sweep ? [] : [deadWorkers],
   );
   const requeueIds = rows.filter((r) => r.requeue).map((r) => r.id);
   const fail = rows.filter((r) => !r.requeue);
@@ -103,7 +118,7 @@ export async function rescueOrphans(db: Queryable, deadWorkers: string[], sweep 
     const res = await db.query<{ id: string }>(
       `update pgq.jobs
           set state = 'queued', last_error = 'worker ' || worker_id || ' died while running attempt ' || attempts,
-              worker_id = null, run_after = now()
+              worker_id = null, claim_seq = null, run_after = now()
         where id = any($1::bigint[]) and state = 'running'
         returning id::text`,
       [requeueIds],

@@ -5,10 +5,15 @@
 import type { ClaimedJob, JobState } from '../types.ts';
 import { CLAIMED_COLUMNS, moveToHistory, notify, toClaimed, type ClaimedRow, type Queryable } from './shared.ts';
 
-/** A finished run to record: the job, which run it was, and its result. */
-export interface Succeeded {
+/** One run of a job: its id, its attempt number and the claim (under the worker's incarnation) that began it. */
+export interface RunRef {
   id: string;
   attempt: number;
+  claimSeq: number;
+}
+
+/** A finished run to record, with its result. */
+export interface Succeeded extends RunRef {
   /** When the handler started (later than the claim for a job that waited in the buffer). */
   startedAt: Date;
   /** The result, already serialised to JSON. */
@@ -16,13 +21,13 @@ export interface Succeeded {
 }
 
 /**
- * The outcomes as one JSON object keyed by job id: {"id": [attempt, startedAtMs, result]}. The
- * statement looks each deleted row up by key; a join against unnest() arrays instead was planned
- * as a nested loop (batch x batch comparisons) whenever the table statistics were stale, which
- * they are right after a burst fills an empty queue.
+ * The outcomes as one JSON object keyed by job id: {"id": [attempt, startedAtMs, result, claim]}.
+ * The statement looks each deleted row up by key; a join against unnest() arrays instead was
+ * planned as a nested loop (batch x batch comparisons) whenever the table statistics were stale,
+ * which they are right after a burst fills an empty queue.
  */
 function outcomesJson(succeeded: Succeeded[]): string {
-  return `{${succeeded.map((s) => `"${s.id}":[${s.attempt},${s.startedAt.getTime()},${s.resultJson}]`).join(',')}}`;
+  return `{${succeeded.map((s) => `"${s.id}":[${s.attempt},${s.startedAt.getTime()},${s.resultJson},${s.claimSeq}]`).join(',')}}`;
 }
 
 export interface SettleAndClaimResult {
@@ -35,7 +40,8 @@ export interface SettleAndClaimResult {
  * The worker's one round trip: record the jobs that succeeded since the last call and claim up
  * to `limit` more. Claiming takes the next due, unexpired jobs by priority then run-after with
  * FOR UPDATE SKIP LOCKED, so concurrent workers never wait on each other or take the same job.
- * A worker whose row is gone (declared dead) claims nothing until it registers again.
+ * A worker whose row is gone (declared dead) claims nothing until it registers again. The
+ * claimed rows carry the claim's number `claimSeq`: with the worker id, the runs' fencing token.
  *
  * Why one statement: settling and claiming together costs one commit and one round trip per
  * batch, and claiming short jobs ahead keeps slots busy while the next batch is on the wire.
@@ -46,6 +52,7 @@ export interface SettleAndClaimResult {
 export async function settleAndClaim(
   db: Queryable,
   workerId: string,
+  claimSeq: number,
   succeeded: Succeeded[],
   limit: number,
   queues: readonly string[] | null,
@@ -55,6 +62,7 @@ export async function settleAndClaim(
     text: `with done as (
         delete from pgq.jobs j
          where j.id = any($2::bigint[]) and j.worker_id = $1 and j.state = 'running'
+           and j.claim_seq = ($3::jsonb -> (j.id::text) ->> 3)::bigint
            and j.attempts = ($3::jsonb -> (j.id::text) ->> 0)::int
         returning j.*, 'succeeded'::text as final_state, $3::jsonb -> (j.id::text) -> 2 as final_result,
                   null::text as final_error,
@@ -70,7 +78,7 @@ export async function settleAndClaim(
          for update skip locked),
       claimed as (
         update pgq.jobs j
-           set state = 'running', worker_id = $1, attempts = j.attempts + 1, started_at = now()
+           set state = 'running', worker_id = $1, claim_seq = $${queues ? 6 : 5}, attempts = j.attempts + 1, started_at = now()
          where j.id = any(array(select id from candidates))
         returning ${CLAIMED_COLUMNS})
       -- The settled ids ride on the first row only: repeated on every claimed row they would make
@@ -84,40 +92,51 @@ export async function settleAndClaim(
       outcomesJson(succeeded),
       limit,
       ...(queues ? [queues] : []),
+      claimSeq,
     ],
   });
   return {
     settled: rows[0]?.settled ?? [],
-    claimed: rows.filter((r) => r.id !== null).map(toClaimed),
+    claimed: rows.filter((r) => r.id !== null).map((r) => toClaimed(r, workerId, claimSeq)),
   };
 }
 
 /**
- * Put a failed run back in the queue to run again after `delayMs`. Returns false when the job
- * must not be retried after all (its cancel was requested, or it is no longer this run's).
+ * What an outcome statement says of each run it carried: recorded now, recorded already by this
+ * very token (a resend after a lost reply), or not this run's to record (the job was taken away).
+ */
+export type Answer = 'recorded' | 'already' | 'not-yours';
+
+/**
+ * Put a failed run back in the queue to run again after `delayMs`. `refused` when the job must
+ * not be retried after all (its cancel was requested, or the run is no longer the job's
+ * current one): the caller finishes it instead, and that statement answers whose it was.
  */
 export async function retryJob(
   db: Queryable,
   workerId: string,
-  id: string,
-  attempt: number,
+  run: RunRef,
   error: string,
   delayMs: number,
-): Promise<boolean> {
-  const { rowCount } = await db.query(
-    `update pgq.jobs
-        set state = 'queued', worker_id = null, last_error = $4,
-            run_after = now() + make_interval(secs => $5::double precision / 1000)
-      where id = $2 and attempts = $3 and worker_id = $1 and state = 'running' and not cancel_requested`,
-    [workerId, id, attempt, error, delayMs],
+): Promise<'recorded' | 'already' | 'refused'> {
+  const { rows } = await db.query<{ answer: 'recorded' | 'already' | 'refused' }>(
+    `with retried as (
+        update pgq.jobs
+           set state = 'queued', worker_id = null, claim_seq = null, retried_by = $1::bigint::text || ':' || $6::bigint,
+               last_error = $4, run_after = now() + make_interval(secs => $5::double precision / 1000)
+         where id = $2 and worker_id = $1 and claim_seq = $6 and attempts = $3 and state = 'running' and not cancel_requested
+        returning id)
+      -- Read in the statement's snapshot, before the update: only a resend finds its own token.
+      select case when exists (select 1 from retried) then 'recorded'
+                  when exists (select 1 from pgq.jobs where id = $2 and retried_by = $1::bigint::text || ':' || $6::bigint) then 'already'
+                  else 'refused' end as answer`,
+    [workerId, run.id, run.attempt, error, delayMs, run.claimSeq],
   );
-  return rowCount === 1;
+  return rows[0]!.answer;
 }
 
 /** A run that ended for good, with the state it ends in. */
-export interface Finished {
-  id: string;
-  attempt: number;
+export interface Finished extends RunRef {
   state: Exclude<JobState, 'queued' | 'running'>;
   error: string | null;
 }
@@ -127,30 +146,42 @@ export async function finishJobs(db: Queryable, workerId: string, finished: Fini
   const { rows } = await db.query<{ id: string }>(
     `with done as (
         delete from pgq.jobs j
-         using unnest($2::bigint[], $3::int[], $4::text[], $5::text[]) as d(id, attempt, state, error)
-         where j.id = any($2::bigint[]) and j.id = d.id and j.attempts = d.attempt and j.worker_id = $1 and j.state = 'running'
+         using unnest($2::bigint[], $3::int[], $4::text[], $5::text[], $6::bigint[]) as d(id, attempt, state, error, claim_seq)
+         where j.id = any($2::bigint[]) and j.id = d.id and j.claim_seq = d.claim_seq and j.attempts = d.attempt
+           and j.worker_id = $1 and j.state = 'running'
         returning j.*, d.state as final_state, null::jsonb as final_result, d.error as final_error,
                   null::timestamptz as final_started)
       ${moveToHistory('text')}`,
-    [workerId, finished.map((f) => f.id), finished.map((f) => f.attempt), finished.map((f) => f.state), finished.map((f) => f.error)],
+    [
+      workerId,
+      finished.map((f) => f.id),
+      finished.map((f) => f.attempt),
+      finished.map((f) => f.state),
+      finished.map((f) => f.error),
+      finished.map((f) => f.claimSeq),
+    ],
   );
   return rows.map((r) => r.id);
 }
 
 /**
- * Give jobs back to the queue at once (a stopping worker), without counting the run as an
+ * Give runs back to the queue at once (a stopping worker), without counting the run as an
  * attempt: the job did not fail, its worker left. Started jobs go back only if at-least-once;
  * jobs that never left the worker's prefetch buffer go back whatever their delivery.
  */
-export async function handBack(db: Queryable, workerId: string, started: string[], notStarted: string[] = []): Promise<string[]> {
+export async function handBack(db: Queryable, workerId: string, started: RunRef[], notStarted: RunRef[] = []): Promise<string[]> {
+  const runs = [...started, ...notStarted];
   const { rows } = await db.query<{ id: string }>(
-    `with ${CANCELLED_ON_RELEASE('(j.id = any($2::bigint[]) or j.id = any($3::bigint[]))')}
-      update pgq.jobs
-        set state = 'queued', worker_id = null, attempts = attempts - 1, started_at = null, run_after = now()
-      where worker_id = $1 and state = 'running' and not cancel_requested
-        and ((id = any($2::bigint[]) and delivery = 'at_least_once') or id = any($3::bigint[]))
-      returning id::text`,
-    [workerId, started, notStarted],
+    `with mine as (
+        select r.id, r.claim_seq, r.started from unnest($2::bigint[], $3::bigint[], $4::boolean[]) as r(id, claim_seq, started)),
+      ${CANCELLED_ON_RELEASE('(j.id, j.claim_seq) in (select id, claim_seq from mine)')}
+      update pgq.jobs j
+        set state = 'queued', worker_id = null, claim_seq = null, attempts = j.attempts - 1, started_at = null, run_after = now()
+       from mine m
+      where j.id = m.id and j.claim_seq = m.claim_seq and j.worker_id = $1 and j.state = 'running' and not j.cancel_requested
+        and (not m.started or j.delivery = 'at_least_once')
+      returning j.id::text`,
+    [workerId, runs.map((r) => r.id), runs.map((r) => r.claimSeq), runs.map((_, i) => i < started.length)],
   );
   if (rows.length > 0) await notify(db);
   return rows.map((r) => r.id);
@@ -168,43 +199,11 @@ const CANCELLED_ON_RELEASE = (which: string) => `done as (
       moved as (${moveToHistory()})`;
 
 /** Store a running job's progress report, readable while it runs. */
-export async function setProgress(db: Queryable, workerId: string, id: string, attempt: number, progress: unknown): Promise<boolean> {
+export async function setProgress(db: Queryable, workerId: string, run: RunRef, progress: unknown): Promise<boolean> {
   const { rowCount } = await db.query(
-    `update pgq.jobs set progress = $4 where id = $2 and attempts = $3 and worker_id = $1 and state = 'running'`,
-    [workerId, id, attempt, JSON.stringify(progress ?? null)],
+    `update pgq.jobs set progress = $4 where id = $2 and claim_seq = $5 and attempts = $3 and worker_id = $1 and state = 'running'`,
+    [workerId, run.id, run.attempt, JSON.stringify(progress ?? null), run.claimSeq],
   );
   return rowCount === 1;
 }
 
-/**
- * Give back every job the database says this worker runs but the worker does not hold: the
- * claims whose reply never reached it (the server committed, then the connection broke). They
- * never started here, so the attempt is restored whatever their delivery. Call it only while no
- * claim of this worker is in flight, or a claim still on the wire would be taken back.
- */
-export async function releaseUnheld(db: Queryable, workerId: string, held: string[]): Promise<string[]> {
-  const { rows } = await db.query<{ id: string }>(
-    `with ${CANCELLED_ON_RELEASE('j.id <> all($2::bigint[])')}
-      update pgq.jobs
-        set state = 'queued', worker_id = null, attempts = attempts - 1, started_at = null
-      where worker_id = $1 and state = 'running' and id <> all($2::bigint[]) and not cancel_requested
-      returning id::text`,
-    [workerId, held],
-  );
-  if (rows.length > 0) await notify(db);
-  return rows.map((r) => r.id);
-}
-
-/**
- * Which of these runs are in the history as recorded by this worker: a record sent again after
- * its reply was lost finds its job gone from the hot table, and is not a job taken away.
- */
-export async function recordedBy(db: Queryable, workerId: string, runs: { id: string; attempt: number }[]): Promise<string[]> {
-  const { rows } = await db.query<{ id: string }>(
-    `select f.id::text from pgq.finished_jobs f
-       join unnest($2::bigint[], $3::int[]) as r(id, attempt) on r.id = f.id
-      where f.worker_id = $1 and f.attempts = r.attempt`,
-    [workerId, runs.map((r) => r.id), runs.map((r) => r.attempt)],
-  );
-  return rows.map((r) => r.id);
-}

@@ -22,11 +22,11 @@ export const JOBS_CHANNEL = 'pgq_jobs';
 export function moveToHistory(idType: 'bigint' | 'text' = 'bigint'): string {
   return `
   insert into pgq.finished_jobs (id, queue, task, payload, priority, state, attempts, max_attempts, delivery,
-                                 idempotency_key, result, error, progress, worker_id, created_at, run_after, started_at)
+                                 idempotency_key, result, error, progress, worker_id, claim_seq, created_at, run_after, started_at)
   select id, queue, task, payload, priority,
          case when cancel_requested then 'cancelled' else final_state end,
          attempts, max_attempts, delivery, idempotency_key, final_result, final_error, progress, worker_id,
-         created_at, run_after, coalesce(final_started, started_at)
+         claim_seq, created_at, run_after, coalesce(final_started, started_at)
     from done
   returning ${idType === 'text' ? 'id::text' : 'id'}`;
 }
@@ -54,7 +54,8 @@ export interface ClaimedRow {
   expires_ms: number | null;
 }
 
-export const toClaimed = (r: ClaimedRow): ClaimedJob => ({
+/** A claimed row as the job its worker runs, under the claim's token. */
+export const toClaimed = (r: ClaimedRow, workerId: string, claimSeq: number): ClaimedJob => ({
   id: r.id,
   queue: r.queue,
   task: r.task,
@@ -67,6 +68,8 @@ export const toClaimed = (r: ClaimedRow): ClaimedJob => ({
   runAfter: new Date(r.run_after_ms),
   startedAt: new Date(r.started_ms),
   expiresAt: r.expires_ms === null ? null : new Date(r.expires_ms),
+  claimSeq,
+  token: `${workerId}:${claimSeq}`,
 });
 
 /** Wake listening workers: jobs became due outside an insert (retries, hand-backs, rescues). */
