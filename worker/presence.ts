@@ -31,6 +31,11 @@ export interface PresenceOptions {
   readonly onHeartbeat?: () => void;
   /** The incarnation `workerId` was declared dead: abandon everything held under it. */
   readonly onRevoked?: (workerId: string) => void;
+  /**
+   * The server is not the one this worker last talked to (a promotion: a new timeline or
+   * cluster). Commits of the last moments before it may be lost.
+   */
+  readonly onFailover?: (before: string, now: string) => void;
   /** The worker's own lease lapsed: no heartbeat acknowledged within its window. */
   readonly onLeaseLapsed?: () => void;
   /** The worker's own lease (livenessFor); without it, ready alone lets the worker run. */
@@ -59,6 +64,8 @@ export class Presence {
   /** Whether this session holds the presence lock (a reconnect may find the old session still holding it). */
   private lockHeld = false;
   private lapseTimer: NodeJS.Timeout | undefined;
+  /** serverIdentity() as of the last connection. */
+  private server: string | undefined;
 
   constructor(private readonly options: PresenceOptions) {}
 
@@ -104,7 +111,16 @@ export class Presence {
     try {
       await client.connect();
       if (deadline) await applySessionSettings(client, sessionSettings(deadline));
+      const server = await q.serverIdentity(client);
+      const before = this.server;
       await this.register(client);
+      // Told after registering, so that a worker whose row was lost with the failover has
+      // already been revoked and registered anew.
+      if (before !== undefined && server !== before) {
+        log.warn({ before, now: server }, 'the database server changed (failover): reconciling, taking back held jobs that came back queued, sending recent outcomes again');
+        this.options.onFailover?.(before, server);
+      }
+      this.server = server;
       await client.query(`listen ${JOBS_CHANNEL}`);
     } catch (error) {
       this.lost(client, error);

@@ -150,6 +150,7 @@ export async function startWorkerRuntime(
     },
     onRevoked: (workerId) => worker?.abandon(workerId),
     onLeaseLapsed: () => worker?.leaseLapsed(),
+    onFailover: () => worker?.failedOver(),
     liveness,
   });
   worker = new Worker(

@@ -3,7 +3,7 @@
  * logic (prefetch sizing, pipelining, stop, backoff). The queue's semantics are tested against
  * real Postgres elsewhere; this fake only hands out jobs and records what the loop sent.
  */
-import type { LateOutcome, LoopDatabase, ReconcileResult, RunRef, Succeeded } from '../../worker/loop/database.ts';
+import type { LateOutcome, LoopDatabase, ReclaimResult, ReconcileResult, RunRef, Succeeded } from '../../worker/loop/database.ts';
 import type { ClaimedJob, Delivery } from '../../worker/types.ts';
 
 export interface FakeJob {
@@ -105,6 +105,10 @@ export class FakeDatabase implements LoopDatabase {
 
   async reconcile(): Promise<ReconcileResult> {
     return { released: [], requeued: [], lost: [], cancelled: [] };
+  }
+
+  async reclaimRuns(): Promise<ReclaimResult> {
+    return { taken: [], elsewhere: [], gone: [] };
   }
 
   async setProgress(): Promise<boolean> {

@@ -55,6 +55,7 @@ export class ReplyGate {
       handBack: wrap('handBack'),
       reconcile: wrap('reconcile'),
       answerUnrecorded: wrap('answerUnrecorded'),
+      reclaimRuns: wrap('reclaimRuns'),
       setProgress: wrap('setProgress'),
     };
   }

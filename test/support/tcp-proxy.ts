@@ -44,14 +44,25 @@ export class TcpProxy {
     private readonly listener: net.Server,
     readonly port: number,
     private readonly random: () => number,
+    private target: { host: string; port: number },
   ) {}
 
   static async start(target: { host: string; port: number }, random: () => number = Math.random): Promise<TcpProxy> {
     let proxy: TcpProxy | undefined;
-    const listener = net.createServer((client) => proxy!.accept(client, target));
+    const listener = net.createServer((client) => proxy!.accept(client, proxy!.target));
     await new Promise<void>((resolve) => listener.listen(0, '127.0.0.1', resolve));
-    proxy = new TcpProxy(listener, (listener.address() as net.AddressInfo).port, random);
+    proxy = new TcpProxy(listener, (listener.address() as net.AddressInfo).port, random, target);
     return proxy;
+  }
+
+  /** New connections go to `target` from now on (a failover that keeps the address, as Cloud SQL HA does). */
+  retarget(target: { host: string; port: number }): void {
+    this.target = target;
+  }
+
+  /** Reset every open connection at once. */
+  resetAll(): void {
+    for (const link of this.links) this.destroy(link);
   }
 
   /** `url` with its host and port replaced by the proxy's. */

@@ -7,7 +7,7 @@ import * as ownership from '../sql/ownership.ts';
 import * as run from '../sql/run.ts';
 
 export type { Succeeded, SettleAndClaimResult, Finished, RunRef } from '../sql/run.ts';
-export type { LateOutcome, ReconcileRequest, ReconcileResult } from '../sql/ownership.ts';
+export type { LateOutcome, ReclaimResult, ReconcileRequest, ReconcileResult } from '../sql/ownership.ts';
 
 export interface LoopDatabase {
   /** Record successes and claim up to `limit` more under claim number `claimSeq`, in one round trip. */
@@ -22,6 +22,8 @@ export interface LoopDatabase {
   reconcile(workerId: string, request: ownership.ReconcileRequest): Promise<ownership.ReconcileResult>;
   /** For outcomes that found no running job: recorded already by the same token, or replacing "outcome unknown". */
   answerUnrecorded(workerId: string, outcomes: ownership.LateOutcome[]): Promise<Map<string, 'already' | 'replaced'>>;
+  /** After a failover: take back, under their own tokens, runs that came back queued. */
+  reclaimRuns(workerId: string, runs: run.RunRef[]): Promise<ownership.ReclaimResult>;
   /** Store a running job's progress. */
   setProgress(workerId: string, ref: run.RunRef, progress: unknown): Promise<boolean>;
 }
@@ -35,6 +37,7 @@ export function poolDatabase(pool: pg.Pool): LoopDatabase {
     handBack: (workerId, started, notStarted) => run.handBack(pool, workerId, started, notStarted),
     reconcile: (workerId, request) => ownership.reconcile(pool, workerId, request),
     answerUnrecorded: (workerId, outcomes) => ownership.answerUnrecorded(pool, workerId, outcomes),
+    reclaimRuns: (workerId, runs) => ownership.reclaimRuns(pool, workerId, runs),
     setProgress: (workerId, ref, progress) => run.setProgress(pool, workerId, ref, progress),
   };
 }

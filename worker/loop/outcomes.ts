@@ -34,6 +34,13 @@ export interface RetryPolicy {
 
 /** Per success, what the settle statement adds besides the result itself. */
 const ROW_OVERHEAD_BYTES = 48;
+/**
+ * Recorded successes kept to send again after a failover, which may have lost their commits:
+ * those of the last RECENT_MS, at most RECENT_BYTES of them (asynchronous replication lags by
+ * well under a second when it is healthy).
+ */
+const RECENT_MS = 10_000;
+const RECENT_BYTES = 8 * 1024 * 1024;
 
 /** A waiting success as an outcome to ask the history about. */
 const lateSuccess = (s: Succeeded): LateOutcome => ({
@@ -49,6 +56,9 @@ export class OutcomeRecorder {
   private succeeded: Succeeded[] = [];
   /** Successes on their way in a round trip: held until its reply. */
   private readonly sending = new Set<string>();
+  /** Batches recorded lately, oldest first, for a resend after a failover. */
+  private recent: { at: number; batch: Succeeded[]; bytes: number }[] = [];
+  private recentBytes = 0;
   private readonly persisting = new Set<Promise<void>>();
   /** Jobs whose failure is being recorded: still this worker's until the record's reply. */
   private readonly recording = new Map<string, number>();
@@ -107,7 +117,40 @@ export class OutcomeRecorder {
   settled(workerId: string, batch: Succeeded[], settled: string[]): void {
     this.resize(batch.length, false);
     this.sent(batch);
+    this.remember(batch.length === settled.length ? batch : batch.filter((b) => settled.includes(b.id)));
     this.checkSettled(workerId, batch, settled);
+  }
+
+  private remember(batch: Succeeded[]): void {
+    if (batch.length === 0) return;
+    const now = this.deps.clock.now();
+    let bytes = 0;
+    for (const s of batch) bytes += s.resultJson.length + ROW_OVERHEAD_BYTES;
+    this.recent.push({ at: now, batch, bytes });
+    this.recentBytes += bytes;
+    while (this.recent.length > 0 && (this.recent[0]!.at < now - RECENT_MS || this.recentBytes > RECENT_BYTES)) {
+      this.recentBytes -= this.recent.shift()!.bytes;
+    }
+  }
+
+  /** The successes recorded in the last moments (see RECENT_MS), forgotten here. */
+  takeRecent(): Succeeded[] {
+    const since = this.deps.clock.now() - RECENT_MS;
+    const recent = this.recent.filter((r) => r.at >= since).flatMap((r) => r.batch);
+    this.recent = [];
+    this.recentBytes = 0;
+    return recent;
+  }
+
+  /** Successes waiting or on their way (not yet acknowledged). */
+  unacknowledged(): Succeeded[] {
+    return this.succeeded.slice();
+  }
+
+  /** Send these successes again with the next round trips (after a failover that may have lost them). */
+  resend(successes: Succeeded[]): void {
+    const waiting = new Set([...this.succeeded.map((s) => s.id), ...this.sending]);
+    this.succeeded.push(...successes.filter((s) => !waiting.has(s.id)));
   }
 
   /** A settle of `batch` failed with `error`; the caller decides whether it waits again. */

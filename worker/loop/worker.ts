@@ -241,6 +241,45 @@ export class Worker {
   }
 
   /**
+   * The database server changed under the worker (a promotion). If it lost the last commits,
+   * jobs this worker holds or recorded moments ago may be back in the queue, where anyone could
+   * start them again: they are taken back under their own tokens, the recent outcomes are sent
+   * again (the ones that survived answer "already recorded"), and the worker reconciles before
+   * it claims again. Jobs another worker started meanwhile, or whose enqueue was lost, are
+   * reported: that is the lost window the README describes.
+   */
+  failedOver(): void {
+    const workerId = this.deps.presence.workerId;
+    if (!workerId) return;
+    this.ledger.force();
+    const recent = this.outcomes.takeRecent();
+    const runs = [...[...this.running.values()].map((r) => r.job), ...this.buffer, ...this.outcomes.unacknowledged(), ...recent];
+    const reclaim = async () => {
+      for (let failures = 1; ; failures++) {
+        try {
+          return await this.deps.db.reclaimRuns(workerId, runs);
+        } catch (error) {
+          if (!isTransient(error) || failures >= 10) throw error;
+          await sleep(this.clock, backoffMs(failures, { baseMs: 200, maxMs: 2_000 }));
+        }
+      }
+    };
+    void reclaim()
+      .then((result) => {
+        if (result.taken.length > 0) this.deps.logger.warn({ jobs: result.taken }, 'after the failover these held or recently recorded jobs were back in the queue; taken back');
+        if (result.elsewhere.length > 0) {
+          this.deps.logger.error({ jobs: result.elsewhere }, 'after the failover these jobs of this worker were taken by another run: the lost window let them start again');
+        }
+        if (result.gone.length > 0) this.deps.logger.error({ jobs: result.gone }, 'after the failover these jobs no longer exist: their enqueue was lost');
+      })
+      .catch((error: unknown) => this.deps.logger.error({ err: describeError(error) }, 'could not take back held jobs after the failover'))
+      .finally(() => {
+        this.outcomes.resend(recent);
+        this.nudge();
+      });
+  }
+
+  /**
    * Stop claiming, give running jobs until `graceMs` to finish, then hand back at-least-once
    * jobs at once (another worker starts them without waiting for a lease) and fail at-most-once
    * ones (their handler may have done part of its work, so they must not run again). Every

@@ -119,3 +119,40 @@ export async function answerUnrecorded(
   );
   return new Map(rows.map((r) => [r.id, r.answer]));
 }
+
+export interface ReclaimResult {
+  /** Back in the queue after the failover: taken again under their own tokens. */
+  readonly taken: string[];
+  /** Running under another token, or finished by another run: the lost window let them start again elsewhere. */
+  readonly elsewhere: string[];
+  /** Not in the database at all: their enqueue was in the lost window. */
+  readonly gone: string[];
+}
+
+/**
+ * After a failover that lost commits, runs this worker holds or recorded moments ago may be
+ * back in the queue. Take each such job again under its own token (worker, claim) and attempt,
+ * so nobody else starts it and its outcome can be recorded as the run it was. Jobs still
+ * running under their token need nothing; the others are reported.
+ */
+export async function reclaimRuns(db: Queryable, workerId: string, runs: readonly RunRef[]): Promise<ReclaimResult> {
+  const { rows } = await db.query<{ id: string; fate: 'taken' | 'elsewhere' | 'gone' | 'mine' }>(
+    `with r as (select * from unnest($2::bigint[], $3::bigint[], $4::int[]) as r(id, claim_seq, attempt)),
+      taken as (
+        update pgq.jobs j
+           set state = 'running', worker_id = $1, claim_seq = r.claim_seq, attempts = r.attempt, started_at = now()
+          from r
+         where j.id = r.id and j.state = 'queued' and exists (select 1 from pgq.workers where id = $1)
+        returning j.id)
+      select r.id::text,
+             case when r.id in (select id from taken) then 'taken'
+                  when exists (select 1 from pgq.jobs j where j.id = r.id and j.worker_id = $1 and j.claim_seq = r.claim_seq) then 'mine'
+                  when exists (select 1 from pgq.finished_jobs f where f.id = r.id and f.worker_id = $1 and f.claim_seq = r.claim_seq) then 'mine'
+                  when exists (select 1 from pgq.jobs j where j.id = r.id) or exists (select 1 from pgq.finished_jobs f where f.id = r.id) then 'elsewhere'
+                  else 'gone' end as fate
+        from r`,
+    [workerId, runs.map((r) => r.id), runs.map((r) => r.claimSeq), runs.map((r) => r.attempt)],
+  );
+  const of = (fate: string) => rows.filter((r) => r.fate === fate).map((r) => r.id);
+  return { taken: of('taken'), elsewhere: of('elsewhere'), gone: of('gone') };
+}

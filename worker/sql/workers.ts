@@ -59,3 +59,23 @@ export async function heartbeat(
 export async function deleteWorker(db: Queryable, workerId: string): Promise<void> {
   await db.query('delete from pgq.workers where id = $1', [workerId]);
 }
+
+/**
+ * Which server this is, as far as a promotion shows: the cluster's system identifier (when the
+ * role may read it) and the current timeline, which every promotion increments. A change
+ * between two connections of one worker means a failover: commits may have been lost.
+ */
+export async function serverIdentity(db: Queryable): Promise<string> {
+  // The timeline is the first 8 hex digits of the current WAL file's name, readable by any role.
+  const timeline = `substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)`;
+  try {
+    const { rows } = await db.query<{ identity: string }>(
+      `select (select system_identifier::text from pg_control_system()) || '/' || ${timeline} as identity`,
+    );
+    return rows[0]!.identity;
+  } catch (error) {
+    if ((error as { code?: string }).code !== '42501') throw error;
+    const { rows } = await db.query<{ identity: string }>(`select '?/' || ${timeline} as identity`);
+    return rows[0]!.identity;
+  }
+}
