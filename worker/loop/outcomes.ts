@@ -55,8 +55,12 @@ const lateSuccess = (s: Succeeded): LateOutcome => ({
 export class OutcomeRecorder {
   private succeeded: Succeeded[] = [];
   /** Successes on their way in a round trip: held until its reply. */
-  private readonly sending = new Set<string>();
-  /** Batches recorded lately, oldest first, for a resend after a failover. */
+  private readonly sending = new Map<string, Succeeded>();
+  /** Until then (a failover was just handled), a refused success asks for another resend pass. */
+  private resendPassesUntil = -Infinity;
+  /** Successes held for a resend after a failover, until their jobs are taken back. */
+  private readonly holdingForResend = new Set<string>();
+  /** Batches recorded lately (or refused as not this run's), oldest first, for a resend after a failover. */
   private recent: { at: number; batch: Succeeded[]; bytes: number }[] = [];
   private recentBytes = 0;
   private readonly persisting = new Set<Promise<void>>();
@@ -90,7 +94,7 @@ export class OutcomeRecorder {
 
   /** Ids of the jobs whose outcome is waiting or on its way: the worker still holds them. */
   heldIds(): string[] {
-    return [...this.succeeded.map((s) => s.id), ...this.sending, ...this.recording.keys()];
+    return [...this.succeeded.map((s) => s.id), ...this.sending.keys(), ...this.recording.keys(), ...this.holdingForResend];
   }
 
   /** Take the waiting successes for a round trip, at most the settle cap and the byte bound (always one). */
@@ -105,7 +109,7 @@ export class OutcomeRecorder {
     }
     const batch = n === this.succeeded.length ? this.succeeded : this.succeeded.splice(0, n);
     if (batch === this.succeeded) this.succeeded = [];
-    for (const s of batch) this.sending.add(s.id);
+    for (const s of batch) this.sending.set(s.id, s);
     return batch;
   }
 
@@ -133,24 +137,41 @@ export class OutcomeRecorder {
     }
   }
 
-  /** The successes recorded in the last moments (see RECENT_MS), forgotten here. */
+  /**
+   * The successes recorded (or refused) in the last moments (see RECENT_MS), forgotten here and
+   * held until resend() sends them again: a reconciliation meanwhile must not judge their jobs.
+   */
   takeRecent(): Succeeded[] {
     const since = this.deps.clock.now() - RECENT_MS;
     const recent = this.recent.filter((r) => r.at >= since).flatMap((r) => r.batch);
     this.recent = [];
     this.recentBytes = 0;
+    for (const s of recent) this.holdingForResend.add(s.id);
     return recent;
   }
 
   /** Successes waiting or on their way (not yet acknowledged). */
   unacknowledged(): Succeeded[] {
-    return this.succeeded.slice();
+    return [...this.succeeded, ...this.sending.values()];
   }
+
+  /**
+   * A failover is being handled: for the next moments, a success the database refuses as not
+   * this run's (a settle that reached the new server before its job was taken back) is kept and
+   * `again` called, so that another pass takes the job back and sends it once more.
+   */
+  failoverHandled(again: () => void): void {
+    this.resendPassesUntil = this.deps.clock.now() + RECENT_MS;
+    this.onRefusedAfterFailover = again;
+  }
+
+  private onRefusedAfterFailover: (() => void) | undefined;
 
   /** Send these successes again with the next round trips (after a failover that may have lost them). */
   resend(successes: Succeeded[]): void {
-    const waiting = new Set([...this.succeeded.map((s) => s.id), ...this.sending]);
+    const waiting = new Set([...this.succeeded.map((s) => s.id), ...this.sending.keys()]);
     this.succeeded.push(...successes.filter((s) => !waiting.has(s.id)));
+    for (const s of successes) this.holdingForResend.delete(s.id);
   }
 
   /** A settle of `batch` failed with `error`; the caller decides whether it waits again. */
@@ -198,14 +219,15 @@ export class OutcomeRecorder {
   checkSettled(workerId: string, batch: Succeeded[], settled: string[]): void {
     if (settled.length === batch.length) return;
     const ok = new Set(settled);
-    this.answer(workerId, batch.filter((s) => !ok.has(s.id)).map(lateSuccess), 'resend');
+    const missing = batch.filter((s) => !ok.has(s.id));
+    this.answer(workerId, missing.map(lateSuccess), 'resend', missing);
   }
 
   /**
    * Ask the history about outcomes whose statement found no running job under their token, in
    * the background: `already` recorded by that token, `replaced` an "outcome unknown", or lost.
    */
-  private answer(workerId: string, outcomes: LateOutcome[], why: 'resend' | 'late'): void {
+  private answer(workerId: string, outcomes: LateOutcome[], why: 'resend' | 'late', successes: Succeeded[] = []): void {
     const answered = this.deps.db
       .answerUnrecorded(workerId, outcomes)
       .catch((error: unknown) => {
@@ -219,6 +241,13 @@ export class OutcomeRecorder {
           if (answer === 'replaced') {
             this.deps.logger.info({ jobId: o.id, token: `${workerId}:${o.claimSeq}`, state: o.state }, 'late outcome replaced "outcome unknown"');
             continue;
+          }
+          // Kept for a moment: when the server changed and the presence has not noticed yet, the
+          // failover's resend takes the job back and records this outcome after all.
+          const success = successes.find((s) => s.id === o.id);
+          if (success) {
+            this.remember([success]);
+            if (this.deps.clock.now() < this.resendPassesUntil) this.onRefusedAfterFailover?.();
           }
           this.deps.logger.warn(
             { jobId: o.id, attempt: o.attempt, token: `${workerId}:${o.claimSeq}` },

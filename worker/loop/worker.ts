@@ -41,6 +41,9 @@ export class Worker {
   private readonly ledger: ClaimLedger;
   /** What each job run needs, made once: one object per job would be garbage per job. */
   private readonly jobDeps: JobRunDeps;
+  /** A failover take-back pass is running, and whether another was asked for meanwhile. */
+  private takingBack = false;
+  private takeBackAgain = false;
 
   constructor(
     private readonly deps: WorkerDeps,
@@ -249,9 +252,20 @@ export class Worker {
    * reported: that is the lost window the README describes.
    */
   failedOver(): void {
+    this.ledger.force();
+    this.takeBackAfterFailover();
+  }
+
+  /** One pass of failedOver(): another runs after it when a refused success asked for one meanwhile. */
+  private takeBackAfterFailover(): void {
     const workerId = this.deps.presence.workerId;
     if (!workerId) return;
-    this.ledger.force();
+    if (this.takingBack) {
+      this.takeBackAgain = true;
+      return;
+    }
+    this.takingBack = true;
+    this.outcomes.failoverHandled(() => this.takeBackAfterFailover());
     const recent = this.outcomes.takeRecent();
     const runs = [...[...this.running.values()].map((r) => r.job), ...this.buffer, ...this.outcomes.unacknowledged(), ...recent];
     const reclaim = async () => {
@@ -275,6 +289,11 @@ export class Worker {
       .catch((error: unknown) => this.deps.logger.error({ err: describeError(error) }, 'could not take back held jobs after the failover'))
       .finally(() => {
         this.outcomes.resend(recent);
+        this.takingBack = false;
+        if (this.takeBackAgain) {
+          this.takeBackAgain = false;
+          this.takeBackAfterFailover();
+        }
         this.nudge();
       });
   }
