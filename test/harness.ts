@@ -125,11 +125,11 @@ const children = new Set<ChildProcess>();
 
 /**
  * Spawn `node --import tsx worker/main.ts` directly (not the tsx CLI, whose real process is a
- * grandchild that SIGKILL would miss).
+ * grandchild that SIGKILL would miss), from this tree or another release's (`tree`).
  */
-export function spawnWorker(env: Record<string, string>): WorkerProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(root, 'worker/main.ts')], {
-    cwd: root,
+export function spawnWorker(env: Record<string, string>, tree = root): WorkerProcess {
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(tree, 'worker/main.ts')], {
+    cwd: tree,
     env: { PATH: process.env.PATH ?? '', HEALTH_PORT: '0', LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
