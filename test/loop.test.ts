@@ -206,3 +206,22 @@ describe('stop', () => {
     expect(db.finished.map((f) => f.id)).toEqual(amo);
   });
 });
+
+describe('after a failover', () => {
+  it('sends again the outcomes recorded just before the connection went, however long the promotion took', async () => {
+    const clock = new ManualClock();
+    const db = new FakeDatabase(() => clock.now());
+    const ids = db.add(3);
+    const w = loop(db, {}, {}, clock);
+    await w.runOnce();
+    await waitFor(() => w.inFlight === 0, 'the jobs to end');
+    await w.runOnce();
+    expect(db.succeeded.map((s) => s.id)).toEqual(ids);
+    // The primary is gone; the promotion takes a minute, during which nothing is recorded.
+    await clock.advance(60_000);
+    w.failedOver();
+    await settle();
+    await w.flush();
+    expect(db.succeeded.map((s) => s.id)).toEqual([...ids, ...ids]);
+  });
+});

@@ -36,8 +36,10 @@ export interface RetryPolicy {
 const ROW_OVERHEAD_BYTES = 48;
 /**
  * Recorded successes kept to send again after a failover, which may have lost their commits:
- * those of the last RECENT_MS, at most RECENT_BYTES of them (asynchronous replication lags by
- * well under a second when it is healthy).
+ * those recorded within RECENT_MS before the newest record, at most RECENT_BYTES of them
+ * (asynchronous replication lags by well under a second when it is healthy). Counted back from
+ * the newest record, not from now: nothing is recorded while the promotion takes its time, and
+ * the window must still hold what was recorded just before the old primary went.
  */
 const RECENT_MS = 10_000;
 const RECENT_BYTES = 8 * 1024 * 1024;
@@ -142,8 +144,7 @@ export class OutcomeRecorder {
    * held until resend() sends them again: a reconciliation meanwhile must not judge their jobs.
    */
   takeRecent(): Succeeded[] {
-    const since = this.deps.clock.now() - RECENT_MS;
-    const recent = this.recent.filter((r) => r.at >= since).flatMap((r) => r.batch);
+    const recent = this.recent.flatMap((r) => r.batch);
     this.recent = [];
     this.recentBytes = 0;
     for (const s of recent) this.holdingForResend.add(s.id);
