@@ -279,3 +279,65 @@ describe('cancel (rule 10)', () => {
     }
   });
 });
+
+describe('a frozen worker (test 4)', () => {
+  it('wakes with a buffer of at-most-once jobs and a claim reply that arrived during the freeze: none start on it, its old id never comes back, nothing is recorded twice', async () => {
+    const gate = new ReplyGate(poolDatabase(pool));
+    let workerId: string | undefined;
+    let leaseValid = true;
+    const presence = (id: string): PresenceView => {
+      workerId = id;
+      return { get workerId() { return workerId; }, ready: true, get leaseValid() { return leaseValid; }, whenReady: () => Promise.resolve() };
+    };
+    const started: string[] = [];
+    let finishLong: () => void = () => {};
+    // The long job ignores its abort signal, as many handlers do, and ends when the test says.
+    const long: TaskHandler = () => new Promise<void>((resolve) => (finishLong = resolve));
+    const noted: TaskHandler = (payload, ctx) => {
+      started.push(ctx.job.id);
+      return counted(payload, ctx);
+    };
+    const a = await manualWorker(pool, { db: gate.db, concurrency: 1, batchSize: 10, tasks: { counted: noted, long }, presence });
+    try {
+      // Short jobs first, so its prefetch learns to claim ahead of its one slot.
+      await enqueueMany(pool, Array.from({ length: 5 }, () => ({ task: 'counted' })));
+      await drain(a.worker, 5);
+      expect((await pool.query(`select 1 from pgq.jobs`)).rowCount).toBe(0);
+      const long = (await enqueueMany(pool, [{ task: 'long' }])).map((j) => j.id);
+      const buffered = (await enqueueMany(pool, Array.from({ length: 4 }, () => ({ task: 'counted', delivery: 'at_most_once' as const })))).map((j) => j.id);
+      await a.worker.runOnce();
+      expect(a.worker.inFlight).toBe(5);
+      const late = (await enqueueMany(pool, Array.from({ length: 2 }, () => ({ task: 'counted', delivery: 'at_most_once' as const })))).map((j) => j.id);
+      gate.hold('settleAndClaim');
+      const claiming = a.worker.runOnce();
+      const reply = await gate.nextHeld();
+      // Frozen past its lease: the rescuer declares it dead and takes back everything it held.
+      leaseValid = false;
+      const oldId = a.workerId;
+      await pool.query('delete from pgq.workers where id = $1', [oldId]);
+      const rescued = await rescueOrphans(pool, [oldId]);
+      expect(rescued.failed.sort()).toEqual([...buffered, ...late].sort());
+      // It wakes: the lapse is noticed, the claim reply that came in meanwhile is handed over.
+      a.worker.leaseLapsed();
+      reply.release();
+      await claiming;
+      // The long handler ends now, freeing the slot: nothing buffered may start in it.
+      finishLong();
+      for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve));
+      expect(started.filter((id) => [...buffered, ...late].includes(id))).toEqual([]);
+      // Its heartbeat finds the row gone: the incarnation is revoked and a new one drawn.
+      workerId = undefined;
+      a.worker.abandon(oldId);
+      await a.worker.flush();
+      const runs = await executions([...buffered, ...late]);
+      for (const id of [...buffered, ...late]) expect(runs.get(id)).toEqual([]);
+      const { rows } = await pool.query<{ id: string; state: string; error: string }>('select id::text, state, error from pgq.finished_jobs where id = any($1::bigint[])', [[...buffered, ...late]]);
+      expect(rows).toHaveLength(6);
+      for (const r of rows) expect(r).toMatchObject({ state: 'failed', error: expect.stringMatching(/^outcome unknown/) });
+      expect((await getJob(pool, long[0]!))!.state).toBe('queued');
+      expect((await pool.query('select 1 from pgq.workers where id = $1', [oldId])).rowCount).toBe(0);
+    } finally {
+      await a.close();
+    }
+  });
+});

@@ -41,8 +41,8 @@ const ROW_OVERHEAD_BYTES = 48;
  * the newest record, not from now: nothing is recorded while the promotion takes its time, and
  * the window must still hold what was recorded just before the old primary went.
  */
-const RECENT_MS = 10_000;
-const RECENT_BYTES = 8 * 1024 * 1024;
+const RECENT_MS = 2_000;
+const RECENT_BYTES = 4 * 1024 * 1024;
 
 /** A waiting success as an outcome to ask the history about. */
 const lateSuccess = (s: Succeeded): LateOutcome => ({

@@ -21,13 +21,13 @@ export interface Succeeded extends RunRef {
 }
 
 /**
- * The outcomes as one JSON object keyed by job id: {"id": [attempt, startedAtMs, result, claim]}.
+ * The outcomes as one JSON object keyed by job id: {"id": [startedAtMs, result, claim]}.
  * The statement looks each deleted row up by key; a join against unnest() arrays instead was
  * planned as a nested loop (batch x batch comparisons) whenever the table statistics were stale,
  * which they are right after a burst fills an empty queue.
  */
 function outcomesJson(succeeded: Succeeded[]): string {
-  return `{${succeeded.map((s) => `"${s.id}":[${s.attempt},${s.startedAt.getTime()},${s.resultJson},${s.claimSeq}]`).join(',')}}`;
+  return `{${succeeded.map((s) => `"${s.id}":[${s.startedAt.getTime()},${s.resultJson},${s.claimSeq}]`).join(',')}}`;
 }
 
 export interface SettleAndClaimResult {
@@ -62,11 +62,11 @@ export async function settleAndClaim(
     text: `with done as (
         delete from pgq.jobs j
          where j.id = any($2::bigint[]) and j.worker_id = $1 and j.state = 'running'
-           and j.claim_seq = ($3::jsonb -> (j.id::text) ->> 3)::bigint
-           and j.attempts = ($3::jsonb -> (j.id::text) ->> 0)::int
-        returning j.*, 'succeeded'::text as final_state, $3::jsonb -> (j.id::text) -> 2 as final_result,
+           -- The token (worker, claim) names the run: no attempt number is needed beside it.
+           and j.claim_seq = ($3::jsonb -> (j.id::text) ->> 2)::bigint
+        returning j.*, 'succeeded'::text as final_state, $3::jsonb -> (j.id::text) -> 1 as final_result,
                   null::text as final_error,
-                  to_timestamp(($3::jsonb -> (j.id::text) ->> 1)::float8 / 1000) as final_started),
+                  to_timestamp(($3::jsonb -> (j.id::text) ->> 0)::float8 / 1000) as final_started),
       moved as (${moveToHistory()}),
       candidates as (
         select id from pgq.jobs
