@@ -43,6 +43,8 @@ const ROW_OVERHEAD_BYTES = 48;
  */
 const RECENT_MS = 2_000;
 const RECENT_BYTES = 4 * 1024 * 1024;
+/** What one kept success costs in memory besides its result: the object, its id and the batch slot. */
+const KEPT_OVERHEAD_BYTES = 200;
 
 /** A waiting success as an outcome to ask the history about. */
 const lateSuccess = (s: Succeeded): LateOutcome => ({
@@ -131,7 +133,7 @@ export class OutcomeRecorder {
     if (batch.length === 0) return;
     const now = this.deps.clock.now();
     let bytes = 0;
-    for (const s of batch) bytes += s.resultJson.length + ROW_OVERHEAD_BYTES;
+    for (const s of batch) bytes += s.resultJson.length + KEPT_OVERHEAD_BYTES;
     this.recent.push({ at: now, batch, bytes });
     this.recentBytes += bytes;
     while (this.recent.length > 0 && (this.recent[0]!.at < now - RECENT_MS || this.recentBytes > RECENT_BYTES)) {
