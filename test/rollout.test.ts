@@ -55,11 +55,12 @@ async function allEnded(ids: string[]) {
 it('rolling update, old to new: the older release starts on the newer schema, both drain side by side, the old one is stopped; every job runs once', async () => {
   const old = older();
   await idOf(old);
-  const jobs = (await enqueueMany(pool, mixed(300, 20))).map((j) => j.id);
+  // Enough work that the older worker alone would need about 8 s: the newer joins well before.
+  const jobs = (await enqueueMany(pool, mixed(1_200, 25))).map((j) => j.id);
   await waitFor(async () => ((await countByState(pool)).succeeded ?? 0) >= 30, 'the older worker to drain some');
   const fresh = newer();
   await idOf(fresh);
-  await waitFor(async () => (await pool.query('select 1 from pgq.finished_jobs where claim_seq is not null limit 1')).rowCount === 1, 'the newer worker to record some');
+  await waitFor(async () => (await pool.query('select 1 from pgq.finished_jobs where claim_seq is not null limit 1')).rowCount === 1, 'the newer worker to record some', 60_000);
   old.child.kill('SIGTERM');
   expect((await old.exited).code).toBe(0);
   await allEnded(jobs);
@@ -67,10 +68,10 @@ it('rolling update, old to new: the older release starts on the newer schema, bo
     `select state, count(*)::int as n, count(claim_seq)::int as tokens from pgq.finished_jobs where id = any($1::bigint[]) group by state`,
     [jobs],
   );
-  expect(rows).toEqual([{ state: 'succeeded', n: 300, tokens: expect.any(Number) }]);
+  expect(rows).toEqual([{ state: 'succeeded', n: 1_200, tokens: expect.any(Number) }]);
   // Both releases did part of the work: the older leaves no token, the newer always one.
   expect(rows[0]!.tokens).toBeGreaterThan(0);
-  expect(rows[0]!.tokens).toBeLessThan(300);
+  expect(rows[0]!.tokens).toBeLessThan(1_200);
   const runs = await runsPerJob(pool);
   expect(jobs.filter((id) => runs.get(id) !== 1)).toEqual([]);
 });
