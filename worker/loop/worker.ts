@@ -5,6 +5,7 @@ import type { ClaimedJob } from '../types.ts';
 import { ClaimLedger } from './claim-ledger.ts';
 import { abortRun, type Run } from './execute.ts';
 import { runJob, type JobRunDeps } from './job-run.ts';
+import { FailoverTakeBack } from './take-back.ts';
 import { releaseUnfinished } from './release.ts';
 import { OutcomeRecorder } from './outcomes.ts';
 import { PrefetchSizer } from './prefetch.ts';
@@ -41,9 +42,7 @@ export class Worker {
   private readonly ledger: ClaimLedger;
   /** What each job run needs, made once: one object per job would be garbage per job. */
   private readonly jobDeps: JobRunDeps;
-  /** A failover take-back pass is running, and whether another was asked for meanwhile. */
-  private takingBack = false;
-  private takeBackAgain = false;
+  private readonly takeBack: FailoverTakeBack;
 
   constructor(
     private readonly deps: WorkerDeps,
@@ -61,6 +60,15 @@ export class Worker {
       { db: deps.db, logger: deps.logger, metrics: deps.metrics, clock: this.clock, random: deps.random ?? Math.random, statements: deps.statements },
       options,
     );
+    this.takeBack = new FailoverTakeBack({
+      db: deps.db,
+      logger: deps.logger,
+      clock: this.clock,
+      outcomes: this.outcomes,
+      workerId: () => this.deps.presence.workerId,
+      held: () => [...[...this.running.values()].map((r) => r.job), ...this.buffer],
+      done: () => this.nudge(),
+    });
     this.jobDeps = {
       ...deps,
       clock: this.clock,
@@ -253,49 +261,7 @@ export class Worker {
    */
   failedOver(): void {
     this.ledger.force();
-    this.takeBackAfterFailover();
-  }
-
-  /** One pass of failedOver(): another runs after it when a refused success asked for one meanwhile. */
-  private takeBackAfterFailover(): void {
-    const workerId = this.deps.presence.workerId;
-    if (!workerId) return;
-    if (this.takingBack) {
-      this.takeBackAgain = true;
-      return;
-    }
-    this.takingBack = true;
-    this.outcomes.failoverHandled(() => this.takeBackAfterFailover());
-    const recent = this.outcomes.takeRecent();
-    const runs = [...[...this.running.values()].map((r) => r.job), ...this.buffer, ...this.outcomes.unacknowledged(), ...recent];
-    const reclaim = async () => {
-      for (let failures = 1; ; failures++) {
-        try {
-          return await this.deps.db.reclaimRuns(workerId, runs);
-        } catch (error) {
-          if (!isTransient(error) || failures >= 10) throw error;
-          await sleep(this.clock, backoffMs(failures, { baseMs: 200, maxMs: 2_000 }));
-        }
-      }
-    };
-    void reclaim()
-      .then((result) => {
-        if (result.taken.length > 0) this.deps.logger.warn({ jobs: result.taken }, 'after the failover these held or recently recorded jobs were back in the queue; taken back');
-        if (result.elsewhere.length > 0) {
-          this.deps.logger.error({ jobs: result.elsewhere }, 'after the failover these jobs of this worker were taken by another run: the lost window let them start again');
-        }
-        if (result.gone.length > 0) this.deps.logger.error({ jobs: result.gone }, 'after the failover these jobs no longer exist: their enqueue was lost');
-      })
-      .catch((error: unknown) => this.deps.logger.error({ err: describeError(error) }, 'could not take back held jobs after the failover'))
-      .finally(() => {
-        this.outcomes.resend(recent);
-        this.takingBack = false;
-        if (this.takeBackAgain) {
-          this.takeBackAgain = false;
-          this.takeBackAfterFailover();
-        }
-        this.nudge();
-      });
+    this.takeBack.run();
   }
 
   /**
