@@ -224,6 +224,21 @@ describe('a late outcome (rule 9)', () => {
     }
   });
 
+  it('replaces reconciliation\'s "outcome lost" too: a settle lost in a failover, judged before the worker noticed, is recorded by the resend', async () => {
+    const a = await manualWorker(pool, { concurrency: 1, tasks });
+    try {
+      const [id] = (await enqueueMany(pool, [{ task: 'counted', delivery: 'at_most_once' }])).map((j) => j.id);
+      // On the new primary the claim survived and the settle did not; a reconciliation got there first.
+      await pool.query(`update pgq.jobs set state = 'running', worker_id = $1, claim_seq = 6, attempts = 1 where id = $2`, [a.workerId, id]);
+      expect((await ownershipSql.reconcile(pool, a.workerId, { lowWater: 6, failedClaims: [], held: [] })).lost).toEqual([id]);
+      const resent = { id: id!, attempt: 1, claimSeq: 6, state: 'succeeded' as const, resultJson: '{"ran":true}', error: null };
+      expect([...(await ownershipSql.answerUnrecorded(pool, a.workerId, [resent]))]).toEqual([[id, 'replaced']]);
+      expect(await getJob(pool, id!)).toMatchObject({ state: 'succeeded', result: { ran: true }, error: null });
+    } finally {
+      await a.close();
+    }
+  });
+
   it('a worker revoked with successes waiting sends them late: the "outcome unknown" records become what happened', async () => {
     let workerId: string | undefined;
     const presence = (id: string): PresenceView => {

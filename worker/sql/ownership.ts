@@ -87,8 +87,11 @@ export interface LateOutcome extends RunRef {
 /**
  * For outcomes whose statement found no running job under their token: which were recorded
  * already by that same token (a resend after a lost reply: `already`), and which found the
- * rescuer's "outcome unknown" record of their run and replaced it with what really happened
- * (`replaced`, once: the replaced record no longer says unknown). Any other was not this run's.
+ * rescuer's "outcome unknown" record of their run, or reconciliation's "outcome lost", and
+ * replaced it with what really happened (`replaced`, once: the replaced record no longer says
+ * so). A failover can lose a settle and let a reconciliation reach the new server before the
+ * worker notices the change; the resend that follows then still records the truth. Any other
+ * was not this run's.
  */
 export async function answerUnrecorded(
   db: Queryable,
@@ -103,7 +106,7 @@ export async function answerUnrecorded(
            set state = r.state, result = r.result::jsonb, error = r.error
           from r
          where f.id = r.id and f.worker_id = $1 and f.claim_seq = r.claim_seq
-           and f.state = 'failed' and f.error like 'outcome unknown:%'
+           and f.state = 'failed' and (f.error like 'outcome unknown:%' or f.error like 'outcome lost:%')
         returning f.id)
       -- The join reads the statement's snapshot: a replaced row is seen as it was before.
       select r.id::text, case when r.id in (select id from replaced) then 'replaced' else 'already' end as answer
