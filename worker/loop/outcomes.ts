@@ -62,6 +62,7 @@ export class OutcomeRecorder {
   private readonly sending = new Map<string, Succeeded>();
   /** Until then (a failover was just handled), a refused success asks for another resend pass. */
   private resendPassesUntil = -Infinity;
+  private onRefusedAfterFailover: (() => void) | undefined;
   /** Successes held for a resend after a failover, until their jobs are taken back. */
   private readonly holdingForResend = new Set<string>();
   /** Batches recorded lately (or refused as not this run's), oldest first, for a resend after a failover. */
@@ -111,8 +112,13 @@ export class OutcomeRecorder {
       if (n > 0 && bytes > maxBytes) break;
       n++;
     }
-    const batch = n === this.succeeded.length ? this.succeeded : this.succeeded.splice(0, n);
-    if (batch === this.succeeded) this.succeeded = [];
+    let batch: Succeeded[];
+    if (n === this.succeeded.length) {
+      batch = this.succeeded;
+      this.succeeded = [];
+    } else {
+      batch = this.succeeded.splice(0, n);
+    }
     for (const s of batch) this.sending.set(s.id, s);
     return batch;
   }
@@ -125,8 +131,13 @@ export class OutcomeRecorder {
   settled(workerId: string, batch: Succeeded[], settled: string[]): void {
     this.resize(batch.length, false);
     this.sent(batch);
-    this.remember(batch.length === settled.length ? batch : batch.filter((b) => settled.includes(b.id)));
-    this.checkSettled(workerId, batch, settled);
+    if (settled.length === batch.length) {
+      this.remember(batch);
+      return;
+    }
+    const ok = new Set(settled);
+    this.remember(batch.filter((s) => ok.has(s.id)));
+    this.answerMissing(workerId, batch, ok);
   }
 
   private remember(batch: Succeeded[]): void {
@@ -167,8 +178,6 @@ export class OutcomeRecorder {
     this.resendPassesUntil = this.deps.clock.now() + RECENT_MS;
     this.onRefusedAfterFailover = again;
   }
-
-  private onRefusedAfterFailover: (() => void) | undefined;
 
   /** Send these successes again with the next round trips (after a failover that may have lost them). */
   resend(successes: Succeeded[]): void {
@@ -219,18 +228,20 @@ export class OutcomeRecorder {
    * from this worker meanwhile (it was declared dead); the history tells which, and a run the
    * rescuer recorded as "outcome unknown" gets its real outcome.
    */
-  checkSettled(workerId: string, batch: Succeeded[], settled: string[]): void {
-    if (settled.length === batch.length) return;
-    const ok = new Set(settled);
-    const missing = batch.filter((s) => !ok.has(s.id));
-    this.answer(workerId, missing.map(lateSuccess), 'resend', missing);
+  private checkSettled(workerId: string, batch: Succeeded[], settled: string[]): void {
+    if (settled.length !== batch.length) this.answerMissing(workerId, batch, new Set(settled));
+  }
+
+  private answerMissing(workerId: string, batch: Succeeded[], recorded: ReadonlySet<string>): void {
+    const missing = batch.filter((s) => !recorded.has(s.id));
+    this.answer(workerId, missing.map(lateSuccess), 'resend', new Map(missing.map((s) => [s.id, s])));
   }
 
   /**
    * Ask the history about outcomes whose statement found no running job under their token, in
    * the background: `already` recorded by that token, `replaced` an "outcome unknown", or lost.
    */
-  private answer(workerId: string, outcomes: LateOutcome[], why: 'resend' | 'late', successes: Succeeded[] = []): void {
+  private answer(workerId: string, outcomes: LateOutcome[], why: 'resend' | 'late', keep: ReadonlyMap<string, Succeeded> = new Map()): void {
     const answered = this.deps.db
       .answerUnrecorded(workerId, outcomes)
       .catch((error: unknown) => {
@@ -242,12 +253,12 @@ export class OutcomeRecorder {
           const answer = answers.get(o.id);
           if (answer === 'already') continue;
           if (answer === 'replaced') {
-            this.deps.logger.info({ jobId: o.id, token: `${workerId}:${o.claimSeq}`, state: o.state }, 'late outcome replaced "outcome unknown"');
+            this.deps.logger.info({ jobId: o.id, token: `${workerId}:${o.claimSeq}`, state: o.state }, 'late outcome replaced the record of an unknown or lost outcome');
             continue;
           }
           // Kept for a moment: when the server changed and the presence has not noticed yet, the
           // failover's resend takes the job back and records this outcome after all.
-          const success = successes.find((s) => s.id === o.id);
+          const success = keep.get(o.id);
           if (success) {
             this.remember([success]);
             if (this.deps.clock.now() < this.resendPassesUntil) this.onRefusedAfterFailover?.();
