@@ -74,9 +74,13 @@ function fleet(c: Cluster, n: number): WorkerProcess[] {
   return Array.from({ length: n }, () => spawnWorker(env));
 }
 
-/** Crash the primary, promote the standby, and send every connection to it. */
+/**
+ * Crash the primary, promote the standby after an outage longer than a worker's own lease and
+ * shorter than the rescuer's (a managed failover takes its time), and send every connection to it.
+ */
 async function failOver(c: Cluster): Promise<pg.Pool> {
   await c.primary.crash();
+  await new Promise((resolve) => setTimeout(resolve, 4_000));
   await c.standby.promote();
   c.proxy.retarget({ host: '127.0.0.1', port: c.standby.port });
   c.proxy.resetAll();
@@ -150,12 +154,20 @@ it('an asynchronous standby promoted after the replication was cut: the lost enq
   const standbyPool = new pg.Pool({ connectionString: c.standby.url, max: 1 });
   standbyPool.on('error', () => {});
   cleanup.push(() => standbyPool.end());
-  const kept = (await enqueueMany(c.pool, Array.from({ length: 40 }, () => ({ task: 'counted', payload: { workMs: 400 }, delivery: 'at_most_once' as const })))).map((j) => j.id);
+  const kept = (await enqueueMany(c.pool, Array.from({ length: 40 }, () => ({ task: 'counted', payload: { workMs: 1_000 }, delivery: 'at_most_once' as const })))).map((j) => j.id);
   await waitFor(async () => (await standbyPool.query('select count(*)::int as n from pgq.all_jobs where id = any($1::bigint[])', [kept])).rows[0].n === kept.length, 'the first jobs to reach the standby');
   // From here on, nothing the primary commits reaches the standby: the lost window.
   c.replication.blackHole(() => true);
   const lostEnqueues = (await enqueueMany(c.pool, Array.from({ length: 10 }, () => ({ task: 'counted', payload: { workMs: 400 }, delivery: 'at_most_once' as const })))).map((j) => j.id);
-  await waitFor(async () => (await finished(c.pool, kept)).length >= 12, 'some jobs to end in the lost window', 60_000);
+  // A window of several seconds of records: a worker must remember further back than the moment before the crash.
+  await waitFor(async () => {
+    const { rows } = await c.pool.query<{ n: number; span: number }>(
+      `select count(*)::int as n, extract(epoch from max(finished_at) - min(finished_at))::float8 as span
+         from pgq.finished_jobs where id = any($1::bigint[])`,
+      [kept],
+    );
+    return rows[0]!.n >= 12 && rows[0]!.span >= 3;
+  }, 'jobs to end over three seconds of the lost window', 60_000);
   const pool = await failOver(c);
   expect((await pool.query('select count(*)::int as n from pgq.all_jobs where id = any($1::bigint[])', [lostEnqueues])).rows[0].n).toBe(0);
   const ended = await waitFor(async () => {

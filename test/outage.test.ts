@@ -11,6 +11,7 @@ import { startLocalPostgres, type LocalPostgres } from '../scripts/local-postgre
 import { countByState, enqueue, enqueueMany, getJob, migrate } from '../worker/index.ts';
 import { createRunsTable, runsPerJob } from './fixtures/runs.ts';
 import { killChildren, root, spawnWorker, waitFor } from './harness.ts';
+import { TcpProxy } from './support/tcp-proxy.ts';
 
 let server: LocalPostgres;
 let dir: string;
@@ -166,6 +167,38 @@ it('one backend SIGKILLed (every session dropped, start time unchanged): no live
   expect(jobs.map((j) => runs.get(j.id))).toEqual(Array(8).fill(1));
   expect(await workerIds()).toEqual(before);
   for (const w of workers) expect(w.child.exitCode).toBeNull();
+});
+
+it('a presence that loses its connection right after registering, once the database is back from an outage, reconnects at once: no live worker is declared dead', async () => {
+  await pool.query('truncate test_runs; delete from pgq.finished_jobs; delete from pgq.jobs; delete from pgq.workers');
+  const proxy = await TcpProxy.start({ host: '127.0.0.1', port: server.port });
+  try {
+    const env = { DATABASE_URL: proxy.urlFor(server.url), WORKER_TASKS: path.join(root, 'test/fixtures/tasks.ts'), WORKER_CONCURRENCY: '4', LOG_LEVEL: 'error' };
+    const worker = spawnWorker(env);
+    await waitFor(async () => (await workerIds()).length === 1, 'the worker to register');
+    const before = await workerIds();
+    // The rescuer reaches the database directly and runs no jobs: only its death rules act.
+    const rescuer = spawnWorker({ ...env, DATABASE_URL: server.url, WORKER_QUEUES: 'elsewhere' });
+    await waitFor(async () => (await workerIds()).length === 2, 'the rescuer to register');
+    const jobs = await enqueueMany(pool, Array.from({ length: 4 }, () => ({ task: 'counted', payload: { workMs: 9_000 }, delivery: 'at_most_once' as const })));
+    await waitFor(async () => ((await counts())?.running ?? 0) === 4, 'all four to be running');
+    await server.stop();
+    const downAt = Date.now();
+    // Long enough for the presence's reconnect pauses to grow past the lock-loss window.
+    await waitFor(() => Date.now() - downAt >= 4_000, 'four seconds of outage to pass');
+    // The first registration after the outage commits its heartbeat, then loses its connection.
+    proxy.resetWhenClientSends('listen', 1, (c) => c.applicationName.endsWith(' presence'));
+    await server.restart();
+    await waitFor(async () => (await finishedOf(jobs.map((j) => j.id))) === 4, 'the four to end', 60_000);
+    const { rows: ended } = await pool.query<{ state: string; error: string | null }>(`select state, error from pgq.finished_jobs where id = any($1::bigint[])`, [jobs.map((j) => j.id)]);
+    expect(ended.map((r) => r.error ?? r.state)).toEqual(Array(4).fill('succeeded'));
+    expect((await workerIds()).filter((id) => before.includes(id))).toEqual(before);
+    const runs = await runsPerJob(pool);
+    expect(jobs.map((j) => runs.get(j.id))).toEqual(Array(4).fill(1));
+    for (const w of [worker, rescuer]) expect(w.child.exitCode).toBeNull();
+  } finally {
+    await proxy.close();
+  }
 });
 
 it('a database outage of twice the lease: no worker is declared dead afterwards, jobs in flight run once', async () => {

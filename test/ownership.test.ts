@@ -265,6 +265,54 @@ describe('a late outcome (rule 9)', () => {
   });
 });
 
+describe('a worker revoked while it runs (rule 9)', () => {
+  it('at-most-once handlers go on and their outcome, success or failure, replaces "outcome unknown"; an at-least-once handler is aborted and never recorded', async () => {
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    const started = new Set<string>();
+    const gated: TaskHandler = async (payload, ctx) => {
+      started.add(ctx.job.id);
+      await pool.query('insert into executions (job_id, token) values ($1, $2)', [ctx.job.id, ctx.job.token]);
+      await held;
+      if ((payload as { fail?: boolean }).fail) throw new Error('failed on purpose after the revocation');
+      return { token: ctx.job.token };
+    };
+    let workerId: string | undefined;
+    const presence = (id: string): PresenceView => {
+      workerId = id;
+      return { get workerId() { return workerId; }, ready: true, whenReady: () => Promise.resolve() };
+    };
+    const a = await manualWorker(pool, { concurrency: 3, tasks: { gated }, presence });
+    try {
+      const [ok, bad, again] = (
+        await enqueueMany(pool, [
+          { task: 'gated', delivery: 'at_most_once' },
+          { task: 'gated', delivery: 'at_most_once', payload: { fail: true } },
+          { task: 'gated', maxAttempts: 3 },
+        ])
+      ).map((j) => j.id) as [string, string, string];
+      const oldId = a.workerId;
+      expect((await a.worker.runOnce()).claimed).toBe(3);
+      await waitFor(() => started.size === 3, 'all three to start');
+      await pool.query('delete from pgq.workers where id = $1', [oldId]);
+      const rescued = await rescueOrphans(pool, [oldId]);
+      expect(rescued.failed.sort()).toEqual([ok, bad].sort());
+      expect(rescued.requeued).toEqual([again]);
+      workerId = undefined;
+      a.worker.abandon(oldId);
+      expect(a.worker.inFlight).toBe(2);
+      release();
+      await waitFor(() => a.worker.inFlight === 0, 'the at-most-once runs to end');
+      await a.worker.flush();
+      expect(await getJob(pool, ok)).toMatchObject({ state: 'succeeded', error: null });
+      expect(await getJob(pool, bad)).toMatchObject({ state: 'failed', error: expect.stringContaining('failed on purpose after the revocation') });
+      expect(await getJob(pool, again)).toMatchObject({ state: 'queued', attempts: 1 });
+    } finally {
+      await a.close();
+    }
+  });
+});
+
 describe('cancel (rule 10)', () => {
   it('against claim, retry and settle in either order: never null, and the job ends cancelled or as it really ended', async () => {
     const a = await manualWorker(pool, { concurrency: 2, tasks: { ...tasks, fails: () => Promise.reject(new Error('on purpose')) } });

@@ -56,6 +56,8 @@ export class Presence {
   private reconnectTimer: NodeJS.Timeout | undefined;
   /** Reconnects in a row that failed; sizes the pause before the next. */
   private failures = 0;
+  /** Monotonic time of the last registration the server answered. */
+  private registeredAt = -Infinity;
   private closed = false;
   private readyNow = false;
   private readyWaiters: (() => void)[] = [];
@@ -114,6 +116,7 @@ export class Presence {
       const server = await q.serverIdentity(client);
       const before = this.server;
       await this.register(client);
+      this.registered();
       // Told after registering, so that a worker whose row was lost with the failover has
       // already been revoked and registered anew.
       if (before !== undefined && server !== before) {
@@ -168,6 +171,19 @@ export class Presence {
       }
       await q.unlockWorkerPresence(client, workerLockKey(id));
     }
+  }
+
+  /**
+   * The server answered the registration: a connection lost from here on is reconnected after
+   * the first pause, not after the long one an outage built up. The database now holds a fresh
+   * heartbeat from this worker and, should this connection drop, no lock: the rescuer counts it
+   * dead unless it heartbeats again within the lock-loss window. Registrations that keep failing
+   * within a heartbeat of each other still back off.
+   */
+  private registered(): void {
+    const now = performance.now();
+    if (now - this.registeredAt > this.options.heartbeatMs) this.failures = 0;
+    this.registeredAt = now;
   }
 
   /** The incarnation is gone: tell the owner, who abandons what it held, and forget the id. */

@@ -37,6 +37,8 @@ export class TcpProxy {
   private blackHoleNew: Match | undefined;
   /** Connections still to black-hole at their first statement after start-up, and which. */
   private silenceAtStatement: { left: number; match: Match } | undefined;
+  /** Connections still to reset when their client sends a given text, and which. */
+  private resetOnSend: { text: string; left: number; match: Match } | undefined;
   /** Connections reset by a dropped reply. */
   dropped = 0;
 
@@ -103,11 +105,20 @@ export class TcpProxy {
     this.silenceAtStatement = { left: count, match };
   }
 
+  /**
+   * The next `count` matching connections are reset when their client sends `text` (in a
+   * statement, after start-up); the server never sees it. A connection lost at one precise step.
+   */
+  resetWhenClientSends(text: string, count: number, match: Match): void {
+    this.resetOnSend = { text, left: count, match };
+  }
+
   /** New connections are forwarded again; black-holed ones stay dead, as after a real partition. */
   heal(): void {
     this.blackHoleNew = undefined;
     this.resets = undefined;
     this.silenceAtStatement = undefined;
+    this.resetOnSend = undefined;
   }
 
   async close(): Promise<void> {
@@ -130,6 +141,12 @@ export class TcpProxy {
       if (ready && silence && silence.left > 0 && silence.match(link)) {
         silence.left--;
         link.blackHoled = true;
+      }
+      const resetOnSend = this.resetOnSend;
+      if (ready && resetOnSend && resetOnSend.left > 0 && resetOnSend.match(link) && chunk.includes(resetOnSend.text)) {
+        resetOnSend.left--;
+        this.destroy(link);
+        return;
       }
       if (!link.blackHoled) server.write(chunk);
     });

@@ -23,6 +23,11 @@ export interface Run {
   done: Promise<void>;
   /** Set when the job was handed back: whatever the handler does later no longer counts. */
   abandoned: boolean;
+  /**
+   * Set when the incarnation that claimed this at-most-once run was revoked while it ran: its
+   * outcome is sent late, under that incarnation's token, to replace the rescuer's record.
+   */
+  revokedFrom?: string;
   progress?: ProgressReporter;
 }
 

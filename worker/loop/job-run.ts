@@ -33,6 +33,10 @@ export async function runJob(run: Run, deps: JobRunDeps): Promise<void> {
   deps.metrics?.jobRan(job.task, runMs / 1000);
   if (run.abandoned) return;
   await run.progress?.flush();
+  if (run.revokedFrom !== undefined) {
+    deps.outcomes.sendLateOutcome(run.revokedFrom, job, outcome);
+    return;
+  }
   if (outcome.ok) {
     deps.outcomes.addSuccess({ id: job.id, attempt: job.attempt, claimSeq: job.claimSeq, resultJson: outcome.resultJson, startedAt: run.startedAt }, job.task);
     return;

@@ -12,6 +12,7 @@ import { storableText } from '../poison.ts';
 import type { WorkerMetrics } from '../metrics.ts';
 import type { ClaimedJob } from '../types.ts';
 import type { Finished, LateOutcome, LoopDatabase, RunRef, Succeeded } from './database.ts';
+import type { Outcome } from './execute.ts';
 
 export interface OutcomeDeps {
   readonly db: LoopDatabase;
@@ -36,12 +37,15 @@ export interface RetryPolicy {
 const ROW_OVERHEAD_BYTES = 48;
 /**
  * Recorded successes kept to send again after a failover, which may have lost their commits:
- * those recorded within RECENT_MS before the newest record, at most RECENT_BYTES of them
- * (asynchronous replication lags by well under a second when it is healthy). Counted back from
- * the newest record, not from now: nothing is recorded while the promotion takes its time, and
- * the window must still hold what was recorded just before the old primary went.
+ * those recorded within RECENT_MS before the newest record, at most RECENT_BYTES of them.
+ * Counted back from the newest record, not from now: nothing is recorded while the promotion
+ * takes its time, and the window must still hold what was recorded before the old primary went.
+ * Healthy asynchronous replication lags well under a second; the window is long so that a
+ * replica that fell seconds behind is still covered, and a loss reaching past it is reported.
  */
-const RECENT_MS = 2_000;
+const RECENT_MS = 10_000;
+/** After a failover was handled, a success refused as not this run's asks for another pass for this long. */
+const RESEND_PASSES_MS = 2_000;
 const RECENT_BYTES = 4 * 1024 * 1024;
 /** What one kept success costs in memory besides its result: the object, its id and the batch slot. */
 const KEPT_OVERHEAD_BYTES = 200;
@@ -68,6 +72,8 @@ export class OutcomeRecorder {
   /** Batches recorded lately (or refused as not this run's), oldest first, for a resend after a failover. */
   private recent: { at: number; batch: Succeeded[]; bytes: number }[] = [];
   private recentBytes = 0;
+  /** Whether older recorded successes were forgotten to keep the window (time or bytes). */
+  private forgotOlder = false;
   private readonly persisting = new Set<Promise<void>>();
   /** Jobs whose failure is being recorded: still this worker's until the record's reply. */
   private readonly recording = new Map<string, number>();
@@ -149,19 +155,25 @@ export class OutcomeRecorder {
     this.recentBytes += bytes;
     while (this.recent.length > 0 && (this.recent[0]!.at < now - RECENT_MS || this.recentBytes > RECENT_BYTES)) {
       this.recentBytes -= this.recent.shift()!.bytes;
+      this.forgotOlder = true;
     }
   }
 
   /**
    * The successes recorded (or refused) in the last moments (see RECENT_MS), forgotten here and
    * held until resend() sends them again: a reconciliation meanwhile must not judge their jobs.
+   * `oldest` is the earliest batch still remembered, and `forgotOlder` whether anything before
+   * it was forgotten: if the failover lost the oldest too, it may have lost more than is known.
    */
-  takeRecent(): Succeeded[] {
+  takeRecent(): { recent: Succeeded[]; oldest: ReadonlySet<string>; forgotOlder: boolean } {
     const recent = this.recent.flatMap((r) => r.batch);
+    const oldest = new Set((this.recent[0]?.batch ?? []).map((s) => s.id));
+    const forgotOlder = this.forgotOlder;
     this.recent = [];
     this.recentBytes = 0;
+    this.forgotOlder = false;
     for (const s of recent) this.holdingForResend.add(s.id);
-    return recent;
+    return { recent, oldest, forgotOlder };
   }
 
   /** Successes waiting or on their way (not yet acknowledged). */
@@ -175,7 +187,7 @@ export class OutcomeRecorder {
    * `again` called, so that another pass takes the job back and sends it once more.
    */
   failoverHandled(again: () => void): void {
-    this.resendPassesUntil = this.deps.clock.now() + RECENT_MS;
+    this.resendPassesUntil = this.deps.clock.now() + RESEND_PASSES_MS;
     this.onRefusedAfterFailover = again;
   }
 
@@ -201,6 +213,18 @@ export class OutcomeRecorder {
     this.succeeded = [];
     if (late.length > 0) this.answer(workerId, late.map(lateSuccess), 'late');
     return late.length;
+  }
+
+  /**
+   * The outcome of a run that went on after its incarnation `workerId` was revoked (an
+   * at-most-once job nobody runs again): it replaces the rescuer's "outcome unknown", once.
+   */
+  sendLateOutcome(workerId: string, job: ClaimedJob, outcome: Outcome): void {
+    const ref = { id: job.id, attempt: job.attempt, claimSeq: job.claimSeq };
+    const late: LateOutcome = outcome.ok
+      ? { ...ref, state: 'succeeded', resultJson: outcome.resultJson, error: null }
+      : { ...ref, state: 'failed', resultJson: null, error: storableText(describeError(outcome.error).slice(0, 10_000)) };
+    this.answer(workerId, [late], 'late');
   }
 
   /**

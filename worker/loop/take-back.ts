@@ -30,6 +30,14 @@ export class FailoverTakeBack {
 
   constructor(private readonly deps: TakeBackDeps) {}
 
+  /**
+   * A pass is under way. The worker claims nothing meanwhile: a claim could hand it again a job
+   * it ran moments ago, whose record the failover lost, before the pass takes that job back.
+   */
+  get busy(): boolean {
+    return this.running;
+  }
+
   run(): void {
     const workerId = this.deps.workerId();
     if (!workerId) return;
@@ -40,7 +48,7 @@ export class FailoverTakeBack {
     this.running = true;
     const { outcomes, logger } = this.deps;
     outcomes.failoverHandled(() => this.run());
-    const recent = outcomes.takeRecent();
+    const { recent, oldest, forgotOlder } = outcomes.takeRecent();
     const runs = [...this.deps.held(), ...outcomes.unacknowledged(), ...recent];
     void this.reclaim(workerId, runs)
       .then((result) => {
@@ -49,6 +57,12 @@ export class FailoverTakeBack {
           logger.error({ jobs: result.elsewhere }, 'after the failover these jobs of this worker were taken by another run: the lost window let them start again');
         }
         if (result.gone.length > 0) logger.error({ jobs: result.gone }, 'after the failover these jobs no longer exist: their enqueue was lost');
+        if (forgotOlder && [...result.taken, ...result.elsewhere].some((id) => oldest.has(id))) {
+          logger.error(
+            { oldest: [...oldest] },
+            'after the failover even the oldest outcomes this worker remembers had been lost: the lost window reaches further back, and jobs this worker ran before them may start again without being reported',
+          );
+        }
       })
       .catch((error: unknown) => logger.error({ err: describeError(error) }, 'could not take back held jobs after the failover'))
       .finally(() => {

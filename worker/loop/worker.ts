@@ -139,7 +139,7 @@ export class Worker {
   async runOnce(): Promise<IterationResult> {
     const workerId = this.deps.presence.workerId;
     if (!workerId) return { requested: 0, claimed: 0, settled: 0 };
-    const limit = this.stopping || !this.deps.presence.ready || !this.leaseHolds() ? 0 : Math.max(0, Math.min(this.room(), this.options.batchSize));
+    const limit = this.stopping || !this.deps.presence.ready || !this.leaseHolds() || this.takeBack.busy ? 0 : Math.max(0, Math.min(this.room(), this.options.batchSize));
     if (limit === 0 && this.outcomes.pending === 0) return { requested: 0, claimed: 0, settled: 0 };
     const batch = this.outcomes.takeBatch();
     this.claiming += limit;
@@ -211,18 +211,29 @@ export class Worker {
 
   /**
    * The incarnation `workerId` was declared dead and its jobs taken back: nothing held under it
-   * is this worker's any more. Buffered jobs are dropped unstarted, running handlers aborted and
-   * their outcomes never recorded, waiting outcomes discarded.
+   * is this worker's any more. Buffered jobs are dropped unstarted, at-least-once handlers
+   * aborted (the rescuer runs those again) and their outcomes never recorded. At-most-once
+   * handlers go on, as after a lapse: nobody runs such a job again, and its outcome, sent late
+   * under the old token, replaces the rescuer's "outcome unknown". Waiting successes are sent
+   * late too.
    */
   abandon(workerId: string): void {
     const dropped = this.buffer.length;
     this.buffer = [];
     this.arrivedAt.clear();
-    for (const run of [...this.running.values()]) this.letGo(run, new Error('this worker was declared dead; the job was taken back'));
+    let goingOn = 0;
+    for (const run of [...this.running.values()]) {
+      if (run.job.delivery === 'at_most_once') {
+        run.revokedFrom ??= workerId;
+        goingOn++;
+      } else {
+        this.letGo(run, new Error('this worker was declared dead; the job was taken back'));
+      }
+    }
     this.ledger.newIncarnation();
     const late = this.outcomes.sendLate(workerId);
     this.deps.metrics?.jobEnded('unknown', 'lost', dropped);
-    this.deps.logger.warn({ workerId, dropped, late }, 'abandoned what this worker held before it was declared dead');
+    this.deps.logger.warn({ workerId, dropped, late, goingOn }, 'abandoned what this worker held before it was declared dead');
     this.nudge();
   }
 
@@ -302,8 +313,10 @@ export class Worker {
     }
     const left = [...this.running.values()];
     for (const run of left) this.letGo(run, new Error('worker stopping'));
+    // A run of a revoked incarnation is the rescuer's already: its record stands.
+    const ours = left.filter((r) => r.revokedFrom === undefined);
     const released = workerId
-      ? await releaseUnfinished(this.deps.db, workerId, left, (statement) => this.record(statement), this.deps.metrics)
+      ? await releaseUnfinished(this.deps.db, workerId, ours, (statement) => this.record(statement), this.deps.metrics)
       : { handedBack: [], failed: [], unrecorded: [] };
     handedBack = handedBack.concat(released.handedBack);
     unrecorded.push(...released.unrecorded);
