@@ -21,9 +21,12 @@ async function asPostgres(command: string, args: string[]): Promise<void> {
 export interface Standby {
   readonly port: number;
   readonly url: string;
+  readonly dataDir: string;
   /** End recovery: the standby becomes a primary on a new timeline. */
   promote(): Promise<void>;
   stop(): Promise<void>;
+  /** Stop at once (`-m immediate`), as a crash: once promoted, the next failover's old primary. */
+  crash(): Promise<void>;
 }
 
 /** Files a base backup leaves out: the running server's own state and its WAL (streamed instead). */
@@ -36,7 +39,7 @@ const EMPTY_DIRS = new Set(['pg_wal', 'pg_replslot', 'pg_stat_tmp', 'pg_dynshmem
  * synchronous_standby_names. Resolves once it streams.
  */
 export async function startStandby(
-  primary: LocalPostgres,
+  primary: Pick<LocalPostgres, 'url' | 'dataDir'>,
   baseDir: string,
   options: { name: string; source: { host: string; port: number } },
 ): Promise<Standby> {
@@ -66,7 +69,8 @@ export async function startStandby(
   await fs.appendFile(
     path.join(dataDir, 'postgresql.auto.conf'),
     `primary_conninfo = 'host=${options.source.host} port=${options.source.port} user=postgres password=postgres application_name=${options.name}'\n` +
-      `port = ${port}\nhot_standby = on\nmax_connections = 200\nwal_receiver_timeout = 5s\n`,
+      // wal_keep_size: once promoted, it may have a standby of its own.
+      `port = ${port}\nhot_standby = on\nmax_connections = 200\nwal_receiver_timeout = 5s\nwal_keep_size = 256MB\n`,
   );
   if (isRoot) await run('chown', ['-R', 'postgres', dataDir]);
   await fs.chmod(dataDir, 0o700);
@@ -90,6 +94,7 @@ export async function startStandby(
   return {
     port,
     url,
+    dataDir,
     async promote() {
       await asPostgres(pg_ctl, ['promote', '-D', dataDir, '-w', '-t', '60']);
     },
@@ -97,6 +102,11 @@ export async function startStandby(
       if (!running) return;
       running = false;
       await asPostgres(pg_ctl, ['stop', '-D', dataDir, '-m', 'fast', '-w']).catch(() => {});
+    },
+    async crash() {
+      if (!running) return;
+      running = false;
+      await asPostgres(pg_ctl, ['stop', '-D', dataDir, '-m', 'immediate', '-w']).catch(() => {});
     },
   };
 }

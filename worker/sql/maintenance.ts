@@ -134,7 +134,7 @@ export async function rescueOrphans(db: Queryable, deadWorkers: string[], sweep 
           returning j.*, 'failed'::text as final_state, null::jsonb as final_result,
                     case when j.delivery = 'at_most_once'
                          then 'outcome unknown: worker ' || j.worker_id || ' was lost while running this at-most-once job; it is not run again'
-                         else 'worker ' || j.worker_id || ' died while running the last of ' || j.max_attempts || ' attempts'
+                         else 'outcome unknown: worker ' || j.worker_id || ' died while running the last of ' || j.max_attempts || ' attempts'
                     end as final_error,
                     null::timestamptz as final_started)
         ${moveToHistory('text')}`,
