@@ -22,6 +22,10 @@ export interface CheckInput {
   readonly executions: ReadonlyMap<number, Execution[]>;
   readonly lostWindows: readonly Window[];
   readonly exits: readonly Exit[];
+  /** Job ids the workers reported as started again after a failover, and whether one said its memory fell short. */
+  readonly reported?: { readonly ids: ReadonlySet<string>; readonly pastMemory: boolean };
+  /** Per "worker pid/job id", how often it was reported after a failover. */
+  readonly failoverReports?: ReadonlyMap<string, number>;
 }
 
 export interface Check {
@@ -35,6 +39,8 @@ export interface CheckReport {
   /** Counted, not failures: why jobs ended otherwise than designed, and what the lost windows took. */
   readonly counted: Record<string, number>;
   readonly ok: boolean;
+  /** How the named jobs ended on the queue and what the ledger says of them (a function: not in the JSON). */
+  readonly describe: (ns: readonly number[]) => string;
 }
 
 interface Row {
@@ -84,7 +90,9 @@ export async function runChecks(input: CheckInput): Promise<CheckReport> {
     else if (ended) count(ended);
     else undesigned.push(job.n);
     if (job.delivery === 'at_most_once' && runs.length > 1) {
-      if (inWindow(runs[0]!.startedAt.getTime(), input.lostWindows)) amoTwiceAllowed.push(job.n);
+      // Allowed only in a lost window, and only when a worker said so: detected, not silent.
+      const told = input.reported && (input.reported.ids.has(runs[0]!.jobId) || input.reported.pastMemory);
+      if (inWindow(runs[0]!.startedAt.getTime(), input.lostWindows) && (told ?? true)) amoTwiceAllowed.push(job.n);
       else amoTwice.push(job.n);
     }
     if (row.state === 'failed' && job.design !== 'poison' && !unknown && runs.some((r) => r.outcome === 'ok')) successFailed.push(job.n);
@@ -92,20 +100,27 @@ export async function runChecks(input: CheckInput): Promise<CheckReport> {
   if (lostEnqueues.length > 0) counted['enqueue lost with an asynchronous promotion (allowed)'] = lostEnqueues.length;
   if (amoTwiceAllowed.length > 0) counted['at-most-once started again after an asynchronous promotion (allowed, reported)'] = amoTwiceAllowed.length;
   const dead = input.exits.filter((e) => !e.meant);
+  const looping = [...(input.failoverReports ?? new Map<string, number>())].filter(([, times]) => times > 2);
   const checks: Check[] = [
     { name: 'every enqueued job exists (except enqueues lost with an asynchronous promotion)', failed: missing },
     { name: 'no job recorded twice', failed: twice },
     { name: 'no job stuck queued or running', failed: stuck },
     { name: 'every job ended as designed, or for a counted reason', failed: undesigned },
-    { name: 'no at-most-once job executed twice (outside a lost window)', failed: amoTwice },
+    { name: 'no at-most-once job executed twice (outside a lost window, and there only when reported)', failed: amoTwice },
     { name: 'no record says failed for a job whose handler succeeded, unless "outcome unknown"', failed: successFailed },
+    {
+      name: 'no worker reports a job after a failover more than twice (a take-back in a loop)',
+      failed: looping.map(([key]) => Number(key.split('/')[1])),
+      detail: looping.slice(0, 10).map(([key, times]) => `worker pid/job id ${key}: reported ${times} times`).join('\n'),
+    },
     {
       name: 'no worker process died except those killed on purpose',
       failed: dead.map((e) => e.pid),
       detail: dead.map((e) => `pid ${e.pid} exited ${e.code ?? e.signal}: ${e.stderr.trim().split('\n').slice(-3).join(' | ')}`).join('\n'),
     },
   ];
-  return { checks, counted, ok: checks.every((c) => c.failed.length === 0) };
+  const describe = (ns: readonly number[]) => describeJobs(ns, input.executions, (n) => byKey.get(keyOf(n)) ?? [], input.jobs);
+  return { checks, counted, ok: checks.every((c) => c.failed.length === 0), describe };
 }
 
 /**
@@ -127,21 +142,27 @@ function designedEnd(job: FedJob, row: Row, runs: readonly Execution[]): string 
       return undefined;
     case 'expire':
       if (row.state === 'expired' && runs.length === 0) return 'as designed';
-      if (row.state === 'succeeded' && job.expiresAt && runs.length > 0 && runs[0]!.startedAt <= job.expiresAt) return 'expire: claimed in the millisecond before its expiry';
+      if (row.state === 'succeeded' && job.expiresAt && runs.length === 1) {
+        // Claimed in the millisecond between due and expired; a buffered job then starts whatever
+        // its expiry (a known defect, issue 13), so it is counted apart, not excused silently.
+        return runs[0]!.startedAt <= job.expiresAt ? 'expire: started in the millisecond before its expiry' : 'expire: claimed before its expiry, started after it from the buffer (known defect, issue 13)';
+      }
       return undefined;
     case 'poison':
       return row.state === 'failed' ? 'as designed' : undefined;
   }
 }
 
-/** The ledger of the named jobs, for a failing check. */
-export function describeJobs(ns: readonly number[], executions: ReadonlyMap<number, Execution[]>, limit = 10): string {
+/** The named jobs as the queue recorded them, with their ledger, for a failing check. */
+function describeJobs(ns: readonly number[], executions: ReadonlyMap<number, Execution[]>, rowsOf: (n: number) => Row[], jobs: ReadonlyMap<number, FedJob>, limit = 10): string {
   return ns
     .slice(0, limit)
     .map((n) => {
       const runs = executions.get(n) ?? [];
+      const job = jobs.get(n);
+      const recorded = rowsOf(n).map((r) => `id ${r.id} ${r.state}${r.error ? `: ${r.error.slice(0, 200)}` : ''}`).join('; ') || 'no row';
       const lines = runs.map((r) => `    attempt ${r.attempt} token ${r.token} pid ${r.pid} at ${r.startedAt.toISOString()} → ${r.outcome ?? 'cut short'}`);
-      return [`  job ${keyOf(n)} (${runs.length} executions)`, ...lines].join('\n');
+      return [`  job ${keyOf(n)} (${job?.design ?? '?'}, ${job?.delivery ?? '?'}; recorded: ${recorded}; ${runs.length} executions)`, ...lines].join('\n');
     })
     .join('\n');
 }

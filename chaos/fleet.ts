@@ -44,6 +44,12 @@ export class Fleet {
   private stopping = false;
   readonly exits: Exit[] = [];
   readonly logs: LogLine[] = [];
+  /** Jobs a worker reported as started again after a failover lost their record (by job id). */
+  readonly reportedAgain = new Set<string>();
+  /** A worker reported that a failover lost more than it remembers (no ids then). */
+  lossPastMemory = false;
+  /** How often each worker reported each job after a failover: once or twice is a pass, more is a loop. */
+  readonly failoverReports = new Map<string, number>();
   private extraSlot = 100;
 
   constructor(
@@ -135,7 +141,16 @@ export class Fleet {
   private keep(line: string, pid: number): void {
     if (!line.startsWith('{')) return;
     try {
-      const entry = JSON.parse(line) as { severity?: string; message?: string; time?: string };
+      const entry = JSON.parse(line) as { severity?: string; message?: string; time?: string; jobs?: unknown };
+      const message = entry.message ?? '';
+      if (message.includes('lost window let them start again') && Array.isArray(entry.jobs)) for (const id of entry.jobs) this.reportedAgain.add(String(id));
+      if (message.includes('the lost window reaches further back')) this.lossPastMemory = true;
+      if (message.startsWith('after the failover') && Array.isArray(entry.jobs)) {
+        for (const id of entry.jobs) {
+          const key = `${pid}/${String(id)}`;
+          this.failoverReports.set(key, (this.failoverReports.get(key) ?? 0) + 1);
+        }
+      }
       if (entry.severity !== 'WARNING' && entry.severity !== 'ERROR' && entry.severity !== 'CRITICAL') return;
       this.logs.push({ at: entry.time ? Date.parse(entry.time) : Date.now(), severity: entry.severity, message: entry.message ?? '', pid });
     } catch {

@@ -11,7 +11,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { numberArg, parseFlags, runCli, UsageError } from '../scripts/cli.ts';
 import { checkList, faultTable, type FaultFigures, type RunFigures } from './report.ts';
-import { describeJobs, duplicateExecutions, runChecks, type Window } from './checks.ts';
+import { duplicateExecutions, runChecks, type Window } from './checks.ts';
 import { Cluster, until } from './cluster.ts';
 import { FAULTS, type FaultContext } from './faults.ts';
 import { Feeder } from './feeder.ts';
@@ -165,7 +165,15 @@ async function main(argv: string[]): Promise<number> {
     ).catch((error: unknown) => log(String(error)));
     await fleet.stop();
     const executions = await executionsByJob(ledger);
-    const report = await runChecks({ queue: cluster.admin, jobs: feeder.jobs, executions, lostWindows, exits: fleet.exits });
+    const report = await runChecks({
+      queue: cluster.admin,
+      jobs: feeder.jobs,
+      executions,
+      lostWindows,
+      exits: fleet.exits,
+      reported: { ids: fleet.reportedAgain, pastMemory: fleet.lossPastMemory },
+      failoverReports: fleet.failoverReports,
+    });
     const dups = duplicateExecutions(executions, feeder.jobs);
     const withDetails = figures.map((f, i) => {
       const until = figures[i + 1]?.startedAt ?? Infinity;
@@ -200,7 +208,7 @@ async function main(argv: string[]): Promise<number> {
     console.log(faultTable(run));
     console.log(`\n${checkList(report)}\n`);
     for (const c of report.checks.filter((c) => c.failed.length > 0)) {
-      console.log(`FAILED: ${c.name}\n${c.detail || describeJobs(c.failed, executions)}\n`);
+      console.log(`FAILED: ${c.name}\n${c.detail || report.describe(c.failed)}\n`);
     }
     log(`figures in ${path.relative(root, file)}; ${report.ok ? 'every check passed' : 'a check FAILED'}`);
     return report.ok ? 0 : 1;

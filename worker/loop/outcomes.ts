@@ -44,6 +44,17 @@ const ROW_OVERHEAD_BYTES = 48;
  * replica that fell seconds behind is still covered, and a loss reaching past it is reported.
  */
 const RECENT_MS = 10_000;
+/** Most failures kept for a failover's take-back (they are rare; each keeps its error). */
+const RECENT_FAILURES = 2_000;
+
+/** A failure recorded lately, with what it takes to record it again. */
+export interface RecentFailure {
+  readonly at: number;
+  readonly job: ClaimedJob;
+  readonly error: unknown;
+  readonly log: () => Logger;
+}
+
 /** After a failover was handled, a success refused as not this run's asks for another pass for this long. */
 const RESEND_PASSES_MS = 2_000;
 const RECENT_BYTES = 4 * 1024 * 1024;
@@ -71,6 +82,7 @@ export class OutcomeRecorder {
   private readonly holdingForResend = new Set<string>();
   /** Batches recorded lately (or refused as not this run's), oldest first, for a resend after a failover. */
   private recent: { at: number; batch: Succeeded[]; bytes: number }[] = [];
+  private recentFailures: RecentFailure[] = [];
   private recentBytes = 0;
   /** Whether older recorded successes were forgotten to keep the window (time or bytes). */
   private forgotOlder = false;
@@ -191,10 +203,13 @@ export class OutcomeRecorder {
     this.onRefusedAfterFailover = again;
   }
 
-  /** Send these successes again with the next round trips (after a failover that may have lost them). */
-  resend(successes: Succeeded[]): void {
+  /**
+   * Send these successes again with the next round trips (after a failover that may have lost
+   * them), except the `dropped` ones, whose jobs another run took or whose enqueue was lost.
+   */
+  resend(successes: Succeeded[], dropped: ReadonlySet<string> = new Set()): void {
     const waiting = new Set([...this.succeeded.map((s) => s.id), ...this.sending.keys()]);
-    this.succeeded.push(...successes.filter((s) => !waiting.has(s.id)));
+    this.succeeded.push(...successes.filter((s) => !waiting.has(s.id) && !dropped.has(s.id)));
     for (const s of successes) this.holdingForResend.delete(s.id);
   }
 
@@ -333,9 +348,24 @@ export class OutcomeRecorder {
     }
   }
 
-  /** Record a failed run: a retry if it has attempts left and may run again, else failed for good. */
+  /**
+   * Record a failed run: a retry if it has attempts left and may run again, else failed for
+   * good. Kept for a moment, as recorded successes are, for a failover that may lose the record.
+   */
   recordFailure(workerId: string, job: ClaimedJob, error: unknown, log: () => Logger): Promise<void> {
+    const now = this.deps.clock.now();
+    this.recentFailures.push({ at: now, job, error, log });
+    while (this.recentFailures.length > 0 && (this.recentFailures[0]!.at < now - RECENT_MS || this.recentFailures.length > RECENT_FAILURES)) this.recentFailures.shift();
     return this.holding([job.id], this.persist([job.id], () => this.settleFailure(workerId, job, error, log)));
+  }
+
+  /**
+   * The failures recorded in the last moments, forgotten here: after a failover the take-back
+   * takes their jobs back if they came back queued, and records them again (`recordFailure`;
+   * one that survived answers "already recorded").
+   */
+  takeRecentFailures(): RecentFailure[] {
+    return this.recentFailures.splice(0);
   }
 
   /** Move runs to the history in a final state, retried through transient errors. */

@@ -27,6 +27,7 @@ export interface TakeBackDeps {
 export class FailoverTakeBack {
   private running = false;
   private again = false;
+  private againFresh = false;
 
   constructor(private readonly deps: TakeBackDeps) {}
 
@@ -38,18 +39,26 @@ export class FailoverTakeBack {
     return this.running;
   }
 
-  run(): void {
+  /**
+   * A pass: `fresh` for a failover just noticed, which opens the short window in which a
+   * refused success asks for another pass; those further passes do not open it again, or a
+   * success that can never be recorded here would keep asking for ever.
+   */
+  run(fresh = true): void {
     const workerId = this.deps.workerId();
     if (!workerId) return;
     if (this.running) {
       this.again = true;
+      this.againFresh ||= fresh;
       return;
     }
     this.running = true;
     const { outcomes, logger } = this.deps;
-    outcomes.failoverHandled(() => this.run());
+    if (fresh) outcomes.failoverHandled(() => this.run(false));
+    let dropped = new Set<string>();
     const { recent, oldest, forgotOlder } = outcomes.takeRecent();
-    const runs = [...this.deps.held(), ...outcomes.unacknowledged(), ...recent];
+    const failures = outcomes.takeRecentFailures();
+    const runs = [...this.deps.held(), ...outcomes.unacknowledged(), ...recent, ...failures.map((f) => f.job)];
     void this.reclaim(workerId, runs)
       .then((result) => {
         if (result.taken.length > 0) logger.warn({ jobs: result.taken }, 'after the failover these held or recently recorded jobs were back in the queue; taken back');
@@ -57,6 +66,8 @@ export class FailoverTakeBack {
           logger.error({ jobs: result.elsewhere }, 'after the failover these jobs of this worker were taken by another run: the lost window let them start again');
         }
         if (result.gone.length > 0) logger.error({ jobs: result.gone }, 'after the failover these jobs no longer exist: their enqueue was lost');
+        // Their outcomes can never be recorded by this run: sending them again would only be refused.
+        dropped = new Set([...result.elsewhere, ...result.gone]);
         if (forgotOlder && [...result.taken, ...result.elsewhere].some((id) => oldest.has(id))) {
           logger.error(
             { oldest: [...oldest] },
@@ -66,11 +77,14 @@ export class FailoverTakeBack {
       })
       .catch((error: unknown) => logger.error({ err: describeError(error) }, 'could not take back held jobs after the failover'))
       .finally(() => {
-        outcomes.resend(recent);
+        outcomes.resend(recent, dropped);
+        for (const f of failures) if (!dropped.has(f.job.id)) void outcomes.recordFailure(workerId, f.job, f.error, f.log);
         this.running = false;
         if (this.again) {
+          const fresh = this.againFresh;
           this.again = false;
-          this.run();
+          this.againFresh = false;
+          this.run(fresh);
         }
         this.deps.done();
       });

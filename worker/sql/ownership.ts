@@ -139,19 +139,22 @@ export interface ReclaimResult {
  * running under their token need nothing; the others are reported.
  */
 export async function reclaimRuns(db: Queryable, workerId: string, runs: readonly RunRef[]): Promise<ReclaimResult> {
-  const { rows } = await db.query<{ id: string; fate: 'taken' | 'elsewhere' | 'gone' | 'mine' }>(
+  // 'later': the job went on to a later attempt (this run's record survived, a retry ran): nothing to report.
+  const { rows } = await db.query<{ id: string; fate: 'taken' | 'elsewhere' | 'gone' | 'mine' | 'later' }>(
     `with r as (select * from unnest($2::bigint[], $3::bigint[], $4::int[]) as r(id, claim_seq, attempt)),
       taken as (
         update pgq.jobs j
            set state = 'running', worker_id = $1, claim_seq = r.claim_seq, attempts = r.attempt, started_at = now()
           from r
-         where j.id = r.id and j.state = 'queued' and exists (select 1 from pgq.workers where id = $1)
+         where j.id = r.id and j.state = 'queued' and j.attempts < r.attempt and exists (select 1 from pgq.workers where id = $1)
         returning j.id)
       select r.id::text,
              case when r.id in (select id from taken) then 'taken'
                   when exists (select 1 from pgq.jobs j where j.id = r.id and j.worker_id = $1 and j.claim_seq = r.claim_seq) then 'mine'
                   when exists (select 1 from pgq.finished_jobs f where f.id = r.id and f.worker_id = $1 and f.claim_seq = r.claim_seq) then 'mine'
-                  when exists (select 1 from pgq.jobs j where j.id = r.id) or exists (select 1 from pgq.finished_jobs f where f.id = r.id) then 'elsewhere'
+                  when exists (select 1 from pgq.jobs j where j.id = r.id and j.attempts <= r.attempt)
+                    or exists (select 1 from pgq.finished_jobs f where f.id = r.id and f.attempts <= r.attempt) then 'elsewhere'
+                  when exists (select 1 from pgq.jobs j where j.id = r.id) or exists (select 1 from pgq.finished_jobs f where f.id = r.id) then 'later'
                   else 'gone' end as fate
         from r`,
     [workerId, runs.map((r) => r.id), runs.map((r) => r.claimSeq), runs.map((r) => r.attempt)],
