@@ -69,7 +69,7 @@ export class Cluster {
    * the replication is cut first, so what the primary commits meanwhile is lost), crash the
    * primary, promote the standby and point the proxy at it.
    */
-  async failOver(mode: 'sync' | 'async', window: () => Promise<void>): Promise<Promotion> {
+  async failOver(mode: 'sync' | 'async', window: () => Promise<void>, quiesce?: { pause: () => Promise<void>; resume: () => void }): Promise<Promotion> {
     const name = `standby${++this.standbys}`;
     const dir = path.join(this.baseDir, name);
     await fs.mkdir(dir, { recursive: true });
@@ -82,7 +82,20 @@ export class Cluster {
       await this.admin.query('select pg_reload_conf()');
       await until(async () => (await this.admin.query(`select 1 from pg_stat_replication where application_name = $1 and sync_state = 'sync'`, [name])).rowCount === 1);
     } else {
-      replication.blackHole(() => true);
+      // Every enqueue acknowledged before the cut reaches the standby first: the lost window
+      // then starts at the cut, and a job missing afterwards was enqueued inside it.
+      await quiesce?.pause();
+      try {
+        const { rows } = await this.admin.query<{ lsn: string }>('select pg_current_wal_lsn()::text as lsn');
+        await until(
+          async () => (await this.admin.query(`select 1 from pg_stat_replication where application_name = $1 and replay_lsn >= $2::pg_lsn`, [name, rows[0]!.lsn])).rowCount === 1,
+          60_000,
+          'the standby to replay every acknowledged enqueue',
+        );
+        replication.blackHole(() => true);
+      } finally {
+        quiesce?.resume();
+      }
     }
     await window();
     const startedAt = Date.now();

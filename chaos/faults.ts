@@ -247,10 +247,14 @@ export const FAULTS: readonly Fault[] = [
     name: 'an asynchronous standby promoted after replication stopped (a lost window)',
     async run(ctx) {
       let cutAt = 0;
-      const p = await ctx.cluster.failOver('async', async () => {
-        cutAt = Date.now();
-        await sleep(3_000);
-      });
+      const p = await ctx.cluster.failOver(
+        'async',
+        async () => {
+          cutAt = Date.now();
+          await sleep(3_000);
+        },
+        ctx.feeder,
+      );
       return { note: `3 s lost window; promotion took ${((p.endedAt - p.startedAt) / 1000).toFixed(1)} s`, lostWindow: { from: cutAt, to: p.endedAt } };
     },
   },

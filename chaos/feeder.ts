@@ -24,6 +24,8 @@ export class Feeder {
   private readonly pool: pg.Pool;
   private readonly random: () => number;
   private readonly reasons = new Set<string>();
+  private paused = false;
+  private sending: Promise<void> = Promise.resolve();
 
   constructor(url: string, seed: number) {
     this.pool = new pg.Pool({ connectionString: url, max: 2, application_name: 'chaos-feeder', connectionTimeoutMillis: 5_000, query_timeout: 10_000 });
@@ -46,9 +48,23 @@ export class Feeder {
         specs.push(planned.spec);
         this.next++;
       }
-      if (specs.length > 0) await this.send(specs);
+      if (specs.length > 0) {
+        this.sending = this.send(specs);
+        await this.sending;
+      }
+      while (this.paused && !done()) await new Promise((resolve) => setTimeout(resolve, 50));
       if (!done()) await new Promise((resolve) => setTimeout(resolve, 500));
     }
+  }
+
+  /** Stop enqueueing (once the batch on its way is acknowledged) until resume(). */
+  async pause(): Promise<void> {
+    this.paused = true;
+    await this.sending;
+  }
+
+  resume(): void {
+    this.paused = false;
   }
 
   /** Enqueue extra jobs a fault needs (kept in the same books), acknowledged before it resolves. */

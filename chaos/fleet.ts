@@ -48,7 +48,7 @@ export class Fleet {
   readonly reportedAgain = new Set<string>();
   /** A worker reported that a failover lost more than it remembers (no ids then). */
   lossPastMemory = false;
-  /** How often each worker reported each job after a failover: once or twice is a pass, more is a loop. */
+  /** How often each worker reported each job after a failover: a few passes at most, or it is a loop. */
   readonly failoverReports = new Map<string, number>();
   private extraSlot = 100;
 

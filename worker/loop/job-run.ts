@@ -38,7 +38,7 @@ export async function runJob(run: Run, deps: JobRunDeps): Promise<void> {
     return;
   }
   if (outcome.ok) {
-    deps.outcomes.addSuccess({ id: job.id, attempt: job.attempt, claimSeq: job.claimSeq, resultJson: outcome.resultJson, startedAt: run.startedAt }, job.task);
+    deps.outcomes.addSuccess({ id: job.id, attempt: job.attempt, claimSeq: job.claimSeq, createdAt: job.createdAt, resultJson: outcome.resultJson, startedAt: run.startedAt }, job.task);
     return;
   }
   await deps.outcomes.recordFailure(deps.presence.workerId!, job, outcome.error, log);

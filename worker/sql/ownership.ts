@@ -141,23 +141,31 @@ export interface ReclaimResult {
 export async function reclaimRuns(db: Queryable, workerId: string, runs: readonly RunRef[]): Promise<ReclaimResult> {
   // 'later': the job went on to a later attempt (this run's record survived, a retry ran): nothing to report.
   const { rows } = await db.query<{ id: string; fate: 'taken' | 'elsewhere' | 'gone' | 'mine' | 'later' }>(
-    `with r as (select * from unnest($2::bigint[], $3::bigint[], $4::int[]) as r(id, claim_seq, attempt)),
+    `with r as (select * from unnest($2::bigint[], $3::bigint[], $4::int[], $5::float8[]) as r(id, claim_seq, attempt, created_ms)),
+      same as (
+        -- The job itself, not another one given the same id after the promotion (ids repeat then).
+        select j.id, j.state, j.attempts, j.worker_id, j.claim_seq from pgq.jobs j join r on j.id = r.id
+         where r.created_ms is null or abs(extract(epoch from j.created_at) * 1000 - r.created_ms) < 1),
+      same_done as (
+        select f.id, f.attempts, f.worker_id, f.claim_seq from pgq.finished_jobs f join r on f.id = r.id
+         where r.created_ms is null or abs(extract(epoch from f.created_at) * 1000 - r.created_ms) < 1),
       taken as (
         update pgq.jobs j
            set state = 'running', worker_id = $1, claim_seq = r.claim_seq, attempts = r.attempt, started_at = now()
           from r
-         where j.id = r.id and j.state = 'queued' and j.attempts < r.attempt and exists (select 1 from pgq.workers where id = $1)
+         where j.id = r.id and j.id in (select id from same) and j.state = 'queued' and j.attempts < r.attempt
+           and exists (select 1 from pgq.workers where id = $1)
         returning j.id)
       select r.id::text,
              case when r.id in (select id from taken) then 'taken'
-                  when exists (select 1 from pgq.jobs j where j.id = r.id and j.worker_id = $1 and j.claim_seq = r.claim_seq) then 'mine'
-                  when exists (select 1 from pgq.finished_jobs f where f.id = r.id and f.worker_id = $1 and f.claim_seq = r.claim_seq) then 'mine'
-                  when exists (select 1 from pgq.jobs j where j.id = r.id and j.attempts <= r.attempt)
-                    or exists (select 1 from pgq.finished_jobs f where f.id = r.id and f.attempts <= r.attempt) then 'elsewhere'
-                  when exists (select 1 from pgq.jobs j where j.id = r.id) or exists (select 1 from pgq.finished_jobs f where f.id = r.id) then 'later'
+                  when exists (select 1 from same j where j.id = r.id and j.worker_id = $1 and j.claim_seq = r.claim_seq) then 'mine'
+                  when exists (select 1 from same_done f where f.id = r.id and f.worker_id = $1 and f.claim_seq = r.claim_seq) then 'mine'
+                  when exists (select 1 from same j where j.id = r.id and j.attempts <= r.attempt)
+                    or exists (select 1 from same_done f where f.id = r.id and f.attempts <= r.attempt) then 'elsewhere'
+                  when exists (select 1 from same j where j.id = r.id) or exists (select 1 from same_done f where f.id = r.id) then 'later'
                   else 'gone' end as fate
         from r`,
-    [workerId, runs.map((r) => r.id), runs.map((r) => r.claimSeq), runs.map((r) => r.attempt)],
+    [workerId, runs.map((r) => r.id), runs.map((r) => r.claimSeq), runs.map((r) => r.attempt), runs.map((r) => r.createdAt?.getTime() ?? null)],
   );
   const of = (fate: string) => rows.filter((r) => r.fate === fate).map((r) => r.id);
   return { taken: of('taken'), elsewhere: of('elsewhere'), gone: of('gone') };

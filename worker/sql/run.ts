@@ -10,6 +10,11 @@ export interface RunRef {
   id: string;
   attempt: number;
   claimSeq: number;
+  /**
+   * When the job was enqueued. After a promotion that lost commits, a job id can be given again
+   * to another job: the failover's take-back matches this too, so it never takes that one.
+   */
+  createdAt?: Date;
 }
 
 /** A finished run to record, with its result. */
