@@ -61,6 +61,12 @@ const RECENT_BYTES = 4 * 1024 * 1024;
 /** What one kept success costs in memory besides its result: the object, its id and the batch slot. */
 const KEPT_OVERHEAD_BYTES = 200;
 
+/**
+ * A handler's error as stored. The text is the user's: what Postgres would refuse in it is
+ * replaced, or the failure itself could not be stored and the job would stay running.
+ */
+const failureText = (error: unknown): string => storableText(describeError(error).slice(0, 10_000));
+
 /** A waiting success as an outcome to ask the history about. */
 const lateSuccess = (s: Succeeded): LateOutcome => ({
   id: s.id,
@@ -238,7 +244,7 @@ export class OutcomeRecorder {
     const ref = { id: job.id, attempt: job.attempt, claimSeq: job.claimSeq };
     const late: LateOutcome = outcome.ok
       ? { ...ref, state: 'succeeded', resultJson: outcome.resultJson, error: null }
-      : { ...ref, state: 'failed', resultJson: null, error: storableText(describeError(outcome.error).slice(0, 10_000)) };
+      : { ...ref, state: 'failed', resultJson: null, error: failureText(outcome.error) };
     this.answer(workerId, [late], 'late');
   }
 
@@ -428,9 +434,7 @@ export class OutcomeRecorder {
 
   private async settleFailure(workerId: string, job: ClaimedJob, error: unknown, log: () => Logger): Promise<void> {
     const { db, metrics } = this.deps;
-    // The handler's error text is the user's: what Postgres would refuse in it is replaced, or
-    // the failure itself could not be stored and the job would stay running.
-    const message = storableText(describeError(error).slice(0, 10_000));
+    const message = failureText(error);
     const permanent = error instanceof PermanentError;
     if (!permanent && job.delivery === 'at_least_once' && job.attempt < job.maxAttempts) {
       const delayMs = backoffMs(job.attempt, { baseMs: this.policy.retryBaseMs, maxMs: this.policy.retryMaxMs, random: this.deps.random });
