@@ -13,6 +13,7 @@ import type { WorkerMetrics } from '../metrics.ts';
 import type { ClaimedJob } from '../types.ts';
 import type { Finished, LateOutcome, LoopDatabase, RunRef, Succeeded } from './database.ts';
 import type { Outcome } from './execute.ts';
+import { KeptBatch } from './kept-batch.ts';
 
 export interface OutcomeDeps {
   readonly db: LoopDatabase;
@@ -58,8 +59,8 @@ export interface RecentFailure {
 /** After a failover was handled, a success refused as not this run's asks for another pass for this long. */
 const RESEND_PASSES_MS = 2_000;
 const RECENT_BYTES = 4 * 1024 * 1024;
-/** What one kept success costs in memory besides its result: the object, its id and the batch slot. */
-const KEPT_OVERHEAD_BYTES = 200;
+/** What one kept success costs in memory besides its result: its id, its numbers and two slots (KeptBatch). */
+const KEPT_OVERHEAD_BYTES = 80;
 
 /**
  * A handler's error as stored. The text is the user's: what Postgres would refuse in it is
@@ -87,7 +88,7 @@ export class OutcomeRecorder {
   /** Successes held for a resend after a failover, until their jobs are taken back. */
   private readonly holdingForResend = new Set<string>();
   /** Batches recorded lately (or refused as not this run's), oldest first, for a resend after a failover. */
-  private recent: { at: number; batch: Succeeded[]; bytes: number }[] = [];
+  private recent: KeptBatch[] = [];
   private recentFailures: RecentFailure[] = [];
   private recentBytes = 0;
   /** Whether older recorded successes were forgotten to keep the window (time or bytes). */
@@ -169,7 +170,7 @@ export class OutcomeRecorder {
     const now = this.deps.clock.now();
     let bytes = 0;
     for (const s of batch) bytes += s.resultJson.length + KEPT_OVERHEAD_BYTES;
-    this.recent.push({ at: now, batch, bytes });
+    this.recent.push(new KeptBatch(now, batch, bytes));
     this.recentBytes += bytes;
     while (this.recent.length > 0 && (this.recent[0]!.at < now - RECENT_MS || this.recentBytes > RECENT_BYTES)) {
       this.recentBytes -= this.recent.shift()!.bytes;
@@ -184,8 +185,8 @@ export class OutcomeRecorder {
    * it was forgotten: if the failover lost the oldest too, it may have lost more than is known.
    */
   takeRecent(): { recent: Succeeded[]; oldest: ReadonlySet<string>; forgotOlder: boolean } {
-    const recent = this.recent.flatMap((r) => r.batch);
-    const oldest = new Set((this.recent[0]?.batch ?? []).map((s) => s.id));
+    const recent = this.recent.flatMap((r) => r.unpack());
+    const oldest = new Set(this.recent[0]?.ids ?? []);
     const forgotOlder = this.forgotOlder;
     this.recent = [];
     this.recentBytes = 0;
