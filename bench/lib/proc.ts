@@ -35,8 +35,11 @@ export class WorkerChild {
     readonly label: string,
     entry: string,
     env: Record<string, string>,
-    /** Flags for node itself (e.g. --cpu-prof when profiling a worker by hand). */
-    nodeArgs: readonly string[] = [],
+    /**
+     * Flags for node itself. BENCH_WORKER_NODE_ARGS (space-separated) sets them for every worker
+     * process, to profile by hand: BENCH_WORKER_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof".
+     */
+    nodeArgs: readonly string[] = (process.env.BENCH_WORKER_NODE_ARGS ?? '').split(' ').filter((a) => a !== ''),
   ) {
     this.child = spawn(process.execPath, [...nodeArgs, entry], {
       cwd: repoRoot,
