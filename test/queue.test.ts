@@ -1,3 +1,6 @@
+import { cp, mkdtemp, rm } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import path from 'node:path';
 import type pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import * as ownershipSql from '../worker/sql/ownership.ts';
@@ -6,7 +9,7 @@ import * as maintenanceSql from '../worker/sql/maintenance.ts';
 import * as workersSql from '../worker/sql/workers.ts';
 import { Maintenance } from '../worker/maintenance.ts';
 import { silentLogger } from '../worker/logger.ts';
-import { drain, manualWorker, openDatabase, waitFor } from './harness.ts';
+import { drain, manualWorker, openDatabase, root, waitFor } from './harness.ts';
 
 let pool: pg.Pool;
 const cleanups: (() => Promise<void>)[] = [];
@@ -48,6 +51,23 @@ async function passedJustNow(): Promise<void> {
 }
 
 describe('enqueue', () => {
+  it("batches concurrent calls through a pool from another copy of pg, not only through our own copy's class", async () => {
+    // A second copy of the package, as a monorepo or two versions in the tree give an application.
+    const dir = await mkdtemp(path.join(root, 'node_modules', '.cache-pg-copy-'));
+    cleanups.push(() => rm(dir, { recursive: true, force: true }));
+    await cp(path.join(root, 'node_modules', 'pg'), path.join(dir, 'node_modules', 'pg'), { recursive: true });
+    const otherPg = createRequire(path.join(dir, 'index.js'))('pg') as typeof pg;
+    const url = (pool as unknown as { options: { connectionString: string } }).options.connectionString;
+    const other = new otherPg.Pool({ connectionString: url, max: 4 });
+    cleanups.push(() => other.end());
+    expect(other).not.toBeInstanceOf((await import('pg')).default.Pool);
+    const results = await Promise.all(Array.from({ length: 40 }, (_, i) => enqueue(other, { task: 'sleep', payload: { i } })));
+    expect(new Set(results.map((r) => r.id)).size).toBe(40);
+    // Rows written by one statement share its transaction id: batched calls share a few.
+    const { rows } = await pool.query<{ n: number }>('select count(distinct xmin::text)::int as n from pgq.jobs');
+    expect(rows[0]!.n).toBeLessThanOrEqual(4);
+  });
+
   it('stores every option as given', async () => {
     const runAfter = new Date(Date.now() + 60_000);
     const expiresAt = new Date(Date.now() + 120_000);

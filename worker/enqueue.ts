@@ -1,4 +1,4 @@
-import pg from 'pg';
+import type pg from 'pg';
 import { InvalidInputError, isTransient } from './errors.ts';
 import { jsonRefusal, textRefusal } from './poison.ts';
 import { withPoolClient } from './pool-client.ts';
@@ -8,6 +8,17 @@ import { DELIVERIES, type EnqueueResult, type JobSpec } from './types.ts';
 
 /** Where jobs go: a pool (batched with concurrent calls) or a client (the caller's transaction). */
 export type Target = pg.Pool | pg.ClientBase;
+
+/**
+ * Whether `target` is a pool, from whichever copy of `pg` the application loaded: a monorepo, a
+ * bundle or two versions in the tree give a pool that is no instance of our copy's class, and
+ * `instanceof` would silently send it down the one-statement-per-call path. A pool counts its
+ * clients; a client (pooled or not) does not.
+ */
+function isPool(target: Target): target is pg.Pool {
+  const t = target as Partial<pg.Pool>;
+  return typeof t.connect === 'function' && typeof t.totalCount === 'number' && typeof t.idleCount === 'number' && typeof t.options === 'object';
+}
 
 /** Largest payload accepted, as JSON bytes. Rows this big already slow every claim that reads them. */
 export const MAX_PAYLOAD_BYTES = 1024 * 1024;
@@ -122,7 +133,7 @@ export async function enqueueMany(target: Target, specs: readonly JobSpec[]): Pr
   if (rows.length === 0) return [];
   // One statement is atomic by itself: no BEGIN/COMMIT round trips for the common bulk case.
   const oneStatement = rows.length <= MAX_ROWS_PER_STATEMENT && rows.every((r) => r.idempotencyKey === null);
-  if (!(target instanceof pg.Pool) || oneStatement) return insertRows(target, rows);
+  if (!isPool(target) || oneStatement) return insertRows(target, rows);
   return withPoolClient(target, async (client) => {
     try {
       await client.query('begin');
@@ -143,7 +154,7 @@ export async function enqueueMany(target: Target, specs: readonly JobSpec[]): Pr
  */
 export async function enqueue(target: Target, spec: JobSpec): Promise<EnqueueResult> {
   const row = toRow(spec);
-  if (!(target instanceof pg.Pool) || row.idempotencyKey !== null) {
+  if (!isPool(target) || row.idempotencyKey !== null) {
     const [result] = await insertRows(target, [row]);
     return result!;
   }
