@@ -17,7 +17,7 @@ const logger = new Logger(() => (level, message) => {
 });
 
 const bench: Task = async (payload, helpers) => {
-  await handle(helpers.job.id, payload, helpers.abortSignal);
+  await handle(helpers.job.id, payload, () => helpers.abortSignal);
 };
 
 const runner = await run({

@@ -8,7 +8,7 @@ import { handle } from './recorder.ts';
 
 /** A no-op: record the job and return null; hold jobs wait until done or handed back. */
 const bench: TaskHandler = async (payload, ctx) => {
-  await handle(ctx.job.id, payload, ctx.signal);
+  await handle(ctx.job.id, payload, () => ctx.signal);
   return null;
 };
 

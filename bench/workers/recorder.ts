@@ -40,14 +40,16 @@ export function ready(): void {
 
 /**
  * Record one job at the start of its handler. A hold job (the crash scenario) reports its start
- * at once and then waits `hold` ms or until `signal` aborts.
+ * at once and then waits `hold` ms or until its signal aborts. The signal is asked for only
+ * then: a queue may make it on first use, and a no-op job must not pay for one it never reads.
  */
-export async function handle(id: string, payload: unknown, signal?: AbortSignal): Promise<void> {
+export async function handle(id: string, payload: unknown, signalOf?: () => AbortSignal): Promise<void> {
   const at = nowMs();
   firstStartAt ??= at;
   const p = (payload ?? {}) as BenchPayload;
   if (typeof p.hold === 'number') {
     send({ type: 'started', id, at });
+    const signal = signalOf?.();
     await delay(p.hold, undefined, signal ? { signal } : undefined);
     return;
   }
