@@ -181,6 +181,37 @@ describe('the history clock', () => {
   });
 });
 
+describe('expiry in the buffer', () => {
+  it('a buffered job whose expires_at passed while it waited for a slot is given back unstarted', async () => {
+    const clock = new ManualClock();
+    const db = new FakeDatabase(() => clock.now());
+    const gates: (() => void)[] = [];
+    const started: string[] = [];
+    const hold: TaskHandler = (_payload, ctx) => {
+      started.push(ctx.job.id);
+      return new Promise<void>((resolve) => gates.push(resolve));
+    };
+    const w = loop(db, { concurrency: 1 }, { hold }, clock);
+    db.add(1);
+    await w.runOnce();
+    await waitFor(() => w.inFlight === 0, 'the first job');
+    await w.flush();
+    const claimedAt = new Date('2026-01-01T00:00:00.000Z');
+    const [first] = db.add(1, { task: 'hold', startedAt: claimedAt });
+    const [soon] = db.add(1, { task: 'hold', startedAt: claimedAt, expiresAt: new Date(claimedAt.getTime() + 300) });
+    const [later] = db.add(1, { task: 'hold', startedAt: claimedAt, expiresAt: new Date(claimedAt.getTime() + 60_000) });
+    await w.runOnce();
+    expect(w.inFlight).toBe(3);
+    await clock.advance(500);
+    gates.shift()!();
+    await waitFor(() => started.length === 2, 'the next job to start');
+    expect(started).toEqual([first, later]);
+    await waitFor(() => db.handedBack.includes(soon!), 'the expired job to be given back');
+    gates.shift()!();
+    await waitFor(() => w.inFlight === 0, 'the jobs to end');
+  });
+});
+
 describe('stop', () => {
   it('hands back unstarted and at-least-once jobs, fails at-most-once ones, records what finished', async () => {
     const db = new FakeDatabase();

@@ -2,6 +2,7 @@ import { cp, mkdtemp, rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import type pg from 'pg';
+import type { TaskHandler } from '../worker/tasks/types.ts';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import * as ownershipSql from '../worker/sql/ownership.ts';
 import { cancelJob, countByState, enqueue, enqueueMany, getJob, InvalidInputError, PermanentError } from '../worker/index.ts';
@@ -410,6 +411,35 @@ describe('cancel, expiry and retention', () => {
     expect((await w.runOnce()).claimed).toBe(0);
     expect((await rescuer().runOnce()).expired).toBe(1);
     expect(await getJob(pool, id)).toMatchObject({ state: 'expired', attempts: 0 });
+  });
+
+  it('a job that expires while it waits in a worker\'s buffer never starts there and ends expired', async () => {
+    const started: string[] = [];
+    const gates: (() => void)[] = [];
+    const gate: TaskHandler = (_payload, ctx) => {
+      started.push(ctx.job.id);
+      return new Promise<void>((resolve) => gates.push(resolve));
+    };
+    const { worker: w } = await worker({ concurrency: 1, batchSize: 10, tasks: { gate } });
+    // A quick job first: once run times are known to be short, the next claim takes jobs ahead.
+    await enqueue(pool, { task: 'sleep', payload: { workMs: 0 } });
+    await drain(w);
+    const first = await enqueue(pool, { task: 'gate', priority: 2 });
+    const soon = await enqueue(pool, { task: 'gate', priority: 1, expiresAt: new Date(Date.now() + 1_000) });
+    const later = await enqueue(pool, { task: 'gate', expiresAt: new Date(Date.now() + 60_000) });
+    expect((await w.runOnce()).claimed).toBe(3);
+    await waitFor(() => started.length === 1, 'the first job to start');
+    // The buffered job's expiry passes on the database clock while the first one runs.
+    await waitFor(async () => (await pool.query(`select now() > expires_at + interval '50 milliseconds' as past from pgq.jobs where id = $1`, [soon.id])).rows[0].past, 'the expiry to pass');
+    gates.shift()!();
+    await waitFor(() => started.length === 2, 'the next job to start');
+    expect(started).toEqual([first.id, later.id]);
+    await waitFor(async () => (await getJob(pool, soon.id))?.state === 'queued', 'the expired job to be given back');
+    expect((await rescuer().runOnce()).expired).toBe(1);
+    expect(await getJob(pool, soon.id)).toMatchObject({ state: 'expired', attempts: 0 });
+    gates.shift()!();
+    await drain(w);
+    expect(started).toEqual([first.id, later.id]);
   });
 
   it('prunes finished jobs and their keys after the retention, keeps newer ones', async () => {

@@ -9,7 +9,7 @@ export class WorkerMetrics {
   /** Task names that may become label values: the registered ones, so /metrics stays bounded. */
   private readonly knownTasks: ReadonlySet<string>;
 
-  /** Runs ended, by task and outcome (succeeded, failed, retried, cancelled, handed_back, lost). */
+  /** Runs ended, by task and outcome (succeeded, failed, retried, cancelled, handed_back, expired, lost). */
   readonly jobs = new client.Counter({
     name: 'pgq_jobs_total',
     help: 'Job runs ended by this process, by task and outcome',

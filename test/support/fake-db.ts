@@ -13,6 +13,7 @@ export interface FakeJob {
   payload?: unknown;
   /** The claim time on the database's clock (default: now). */
   startedAt?: Date;
+  expiresAt?: Date;
 }
 
 export class FakeDatabase implements LoopDatabase {
@@ -53,7 +54,7 @@ export class FakeDatabase implements LoopDatabase {
         createdAt: at,
         runAfter: at,
         startedAt: job.startedAt ?? at,
-        expiresAt: null,
+        expiresAt: job.expiresAt ?? null,
         claimSeq: 0,
         token: '',
       });

@@ -184,9 +184,39 @@ export class Worker {
    * they may have taken back.
    */
   private pump(): void {
+    let expired: ClaimedJob[] | undefined;
     while (this.running.size < this.options.concurrency && this.buffer.length > 0 && !this.stopping && this.leaseHolds()) {
-      this.startJob(this.buffer.shift()!);
+      const job = this.buffer.shift()!;
+      if (job.expiresAt !== null && this.databaseNow(job) >= job.expiresAt.getTime()) {
+        (expired ??= []).push(job);
+        this.arrivedAt.delete(job.id);
+        continue;
+      }
+      this.startJob(job);
     }
+    if (expired) this.giveBackExpired(expired);
+  }
+
+  /**
+   * The database's clock now, as seen from a claimed job: its claim time plus the monotonic time
+   * since the claim reply arrived (behind the server by the reply's one-way trip at most).
+   */
+  private databaseNow(job: ClaimedJob): number {
+    return job.startedAt.getTime() + (this.clock.now() - (this.arrivedAt.get(job.id) ?? this.clock.now()));
+  }
+
+  /**
+   * Buffered jobs whose expires_at passed while they waited for a slot never start: they go
+   * back unstarted, attempt restored, where no claim takes them (claims skip expired jobs) and
+   * the maintenance pass records them `expired`, as it does every job that expires queued.
+   */
+  private giveBackExpired(jobs: ClaimedJob[]): void {
+    const workerId = this.deps.presence.workerId;
+    if (!workerId) return;
+    this.outcomes.handBackInBackground(workerId, [], jobs);
+    for (const job of jobs) this.deps.metrics?.jobEnded(job.task, 'expired');
+    this.deps.logger.info({ jobs: jobs.map((j) => j.id) }, 'buffered jobs expired before a slot was free; given back unstarted for the expiry pass');
+    this.nudge();
   }
 
   /** Abort a run and forget it: whatever its handler does from now on is not recorded. */
