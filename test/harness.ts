@@ -82,6 +82,7 @@ export async function manualWorker(
       retryMaxMs: options.retryMaxMs ?? 60_000,
       failedClaimWindowMs: options.failedClaimWindowMs,
       reconcileEveryMs: options.reconcileEveryMs,
+      prefetchHorizonMs: options.prefetchHorizonMs,
     },
   );
   let dead = false;

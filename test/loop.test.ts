@@ -25,26 +25,70 @@ function loop(db: FakeDatabase, options: Partial<WorkerOptions> = {}, tasks: Rec
 }
 
 describe('prefetch sizing', () => {
-  const sizer = () => new PrefetchSizer({ concurrency: 16, horizonMs: 50, max: 2000 });
+  const sizer = (options: Partial<ConstructorParameters<typeof PrefetchSizer>[0]> = {}) =>
+    new PrefetchSizer({ concurrency: 16, horizonMs: 50, max: 2000, maxBytes: 1_000_000, ...options });
+  const jobs = (n: number, task = 'short', payloadBytes = 10) => Array.from({ length: n }, () => ({ task, payloadBytes }));
 
-  it('holds nothing until run times are known', () => {
-    expect(sizer().target()).toBe(0);
+  it('holds nothing until what claims bring has run here', () => {
+    const s = sizer();
+    expect(s.target()).toBe(0);
+    s.arrived(jobs(16));
+    expect(s.target()).toBe(0);
+    s.observe('short', 10);
+    expect(s.target()).toBe(80);
   });
 
-  it('holds about the horizon of work at the recent run time, capped', () => {
+  it('holds about the horizon of work at the run time of what claims bring, capped', () => {
     const s = sizer();
-    s.observe(10);
+    s.observe('short', 10);
+    s.arrived(jobs(1));
     expect(s.target()).toBe(80); // 16 slots x 50 ms / 10 ms
     const fast = sizer();
-    fast.observe(0.001);
+    fast.observe('short', 0.001);
+    fast.arrived(jobs(1));
     expect(fast.target()).toBe(2000);
   });
 
-  it('never prefetches jobs longer than the horizon', () => {
+  it('stops reaching ahead once claims bring long jobs, however short the last runs were', () => {
     const s = sizer();
-    s.observe(10);
-    for (let i = 0; i < 50; i++) s.observe(500);
+    for (let i = 0; i < 100; i++) s.observe('short', 0.01);
+    s.arrived(jobs(100));
+    expect(s.target()).toBe(2000);
+    s.observe('long', 5_000);
+    s.arrived(jobs(30, 'long'));
     expect(s.target()).toBe(0);
+    // Claims that bring short jobs again bring the reach back.
+    for (let i = 0; i < 12; i++) s.arrived(jobs(16));
+    expect(s.target()).toBeGreaterThan(100);
+  });
+
+  it('keeps the prefix within the work, the count and the bytes; never a long or unknown task', () => {
+    const s = sizer({ concurrency: 2, max: 100, maxBytes: 1_000 });
+    s.observe('short', 10);
+    s.observe('long', 5_000);
+    // 2 slots x 50 ms of work: ten 10 ms jobs.
+    expect(s.admit(jobs(30))).toBe(10);
+    expect(s.admit([...jobs(3), ...jobs(1, 'long'), ...jobs(3)])).toBe(3);
+    expect(s.admit([...jobs(2), ...jobs(1, 'never seen')])).toBe(2);
+    expect(s.admit(jobs(5, 'short', 300))).toBe(3);
+    expect(sizer({ max: 4 }).admit(jobs(10, 'x'))).toBe(0);
+    const many = sizer({ max: 4 });
+    many.observe('tiny', 0.001);
+    expect(many.admit(jobs(10, 'tiny'))).toBe(4);
+  });
+
+  it('after giving jobs back, reaches only as far as it kept, then doubles with every claim that fits', () => {
+    const s = sizer();
+    s.observe('short', 0.01);
+    s.arrived(jobs(100));
+    expect(s.target()).toBe(2000);
+    s.observe('long', 5_000);
+    expect(s.admit([...jobs(3), ...jobs(5, 'long')])).toBe(3);
+    expect(s.target()).toBe(3);
+    s.admit([]);
+    expect(s.target()).toBe(6);
+    for (let i = 0; i < 10; i++) s.admit([]);
+    expect(s.target()).toBe(2000);
   });
 });
 
@@ -156,10 +200,10 @@ describe('the history clock', () => {
     const clock = new ManualClock();
     const db = new FakeDatabase(() => clock.now());
     const gates: (() => void)[] = [];
-    const hold: TaskHandler = () => new Promise<void>((resolve) => gates.push(resolve));
+    const hold: TaskHandler = (payload) => ((payload as { quick?: boolean }).quick ? null : new Promise<void>((resolve) => gates.push(resolve)));
     const w = loop(db, { concurrency: 1 }, { hold }, clock);
-    // A first job teaches the prefetch that jobs are short, so the next claim takes three.
-    db.add(1);
+    // A first job teaches the prefetch that the task is short, so the next claim takes three.
+    db.add(1, { task: 'hold', payload: { quick: true } });
     await w.runOnce();
     await waitFor(() => w.inFlight === 0, 'the first job');
     await w.flush();
@@ -187,12 +231,13 @@ describe('expiry in the buffer', () => {
     const db = new FakeDatabase(() => clock.now());
     const gates: (() => void)[] = [];
     const started: string[] = [];
-    const hold: TaskHandler = (_payload, ctx) => {
+    const hold: TaskHandler = (payload, ctx) => {
+      if ((payload as { quick?: boolean }).quick) return null;
       started.push(ctx.job.id);
       return new Promise<void>((resolve) => gates.push(resolve));
     };
     const w = loop(db, { concurrency: 1 }, { hold }, clock);
-    db.add(1);
+    db.add(1, { task: 'hold', payload: { quick: true } });
     await w.runOnce();
     await waitFor(() => w.inFlight === 0, 'the first job');
     await w.flush();
@@ -216,10 +261,10 @@ describe('stop', () => {
   it('hands back unstarted and at-least-once jobs, fails at-most-once ones, records what finished', async () => {
     const db = new FakeDatabase();
     const release: (() => void)[] = [];
-    const hang: TaskHandler = () => new Promise<void>((resolve) => release.push(resolve));
+    const hang: TaskHandler = (payload) => ((payload as { quick?: boolean }).quick ? null : new Promise<void>((resolve) => release.push(resolve)));
     const w = loop(db, { concurrency: 3 }, { hang });
-    // Quick jobs first: once run times are known to be short, the next claim takes jobs ahead.
-    const quick = db.add(2, { task: 'noop' });
+    // Quick runs first: once the task is known to be short, the next claim takes jobs ahead.
+    const quick = db.add(2, { task: 'hang', payload: { quick: true } });
     await w.runOnce();
     await waitFor(() => w.inFlight === 0, 'the quick jobs to end');
     const alo = db.add(2, { task: 'hang' });

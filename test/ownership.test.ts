@@ -360,7 +360,8 @@ describe('a frozen worker (test 4)', () => {
       started.push(ctx.job.id);
       return counted(payload, ctx);
     };
-    const a = await manualWorker(pool, { db: gate.db, concurrency: 1, batchSize: 10, tasks: { counted: noted, long }, presence });
+    // A long horizon: the long job (a task it has not run yet) must not stop the second claim reaching ahead.
+    const a = await manualWorker(pool, { db: gate.db, concurrency: 1, batchSize: 10, prefetchHorizonMs: 1_000, tasks: { counted: noted, long }, presence });
     try {
       // Short jobs first, so its prefetch learns to claim ahead of its one slot.
       await enqueueMany(pool, Array.from({ length: 5 }, () => ({ task: 'counted' })));

@@ -260,6 +260,37 @@ describe('claim', () => {
   });
 });
 
+describe('prefetch', () => {
+  it('never hoards long jobs after a run of short ones: a worker joining mid-drain gets its share at once', async () => {
+    const release: (() => void)[] = [];
+    let holding = true;
+    const tasks: Record<string, TaskHandler> = {
+      quick: () => null,
+      long: () => (holding ? new Promise<void>((resolve) => release.push(resolve)) : null),
+    };
+    const first = await worker({ concurrency: 2, batchSize: 100, tasks });
+    await enqueueMany(pool, Array.from({ length: 40 }, () => ({ task: 'quick' })));
+    await drain(first.worker, 4);
+    expect(first.worker.prefetchTarget()).toBeGreaterThan(40);
+    const long = await enqueueMany(pool, Array.from({ length: 10 }, () => ({ task: 'long' })));
+    expect((await first.worker.runOnce()).claimed).toBe(10);
+    // It keeps what its slots run and gives the rest back at once.
+    await waitFor(async () => (await countByState(pool)).queued === 8, 'the surplus to go back');
+    expect(first.worker.inFlight).toBe(2);
+    const joining = await worker({ concurrency: 2, batchSize: 100, tasks });
+    expect((await joining.worker.runOnce()).claimed).toBe(2);
+    // Claims that brought long jobs stop the first worker reaching ahead.
+    expect(first.worker.prefetchTarget()).toBe(0);
+    expect((await first.worker.runOnce()).claimed).toBe(0);
+    holding = false;
+    for (const r of release.splice(0)) r();
+    await drain(first.worker, 3);
+    await drain(joining.worker, 3);
+    const { rows } = await pool.query<{ n: number }>(`select count(*)::int as n from pgq.finished_jobs where id = any($1::bigint[]) and state = 'succeeded' and attempts = 1`, [long.map((j) => j.id)]);
+    expect(rows[0]!.n).toBe(10);
+  });
+});
+
 describe('failure', () => {
   it('retries with exponential backoff and jitter, then succeeds', async () => {
     let calls = 0;
@@ -416,13 +447,14 @@ describe('cancel, expiry and retention', () => {
   it('a job that expires while it waits in a worker\'s buffer never starts there and ends expired', async () => {
     const started: string[] = [];
     const gates: (() => void)[] = [];
-    const gate: TaskHandler = (_payload, ctx) => {
+    const gate: TaskHandler = (payload, ctx) => {
+      if ((payload as { quick?: boolean }).quick) return null;
       started.push(ctx.job.id);
       return new Promise<void>((resolve) => gates.push(resolve));
     };
     const { worker: w } = await worker({ concurrency: 1, batchSize: 10, tasks: { gate } });
-    // A quick job first: once run times are known to be short, the next claim takes jobs ahead.
-    await enqueue(pool, { task: 'sleep', payload: { workMs: 0 } });
+    // A quick run first: once the task is known to be short, the next claim takes jobs ahead.
+    await enqueue(pool, { task: 'gate', payload: { quick: true } });
     await drain(w);
     const first = await enqueue(pool, { task: 'gate', priority: 2 });
     const soon = await enqueue(pool, { task: 'gate', priority: 1, expiresAt: new Date(Date.now() + 1_000) });

@@ -68,6 +68,8 @@ export interface ClaimedJob {
   runAfter: Date;
   startedAt: Date;
   expiresAt: Date | null;
+  /** The payload's size as Postgres stores it (compressed when large): what the prefetch bounds. */
+  payloadBytes: number;
   /** The number of the claim that handed out this run, under the worker's incarnation. */
   claimSeq: number;
   /**

@@ -14,6 +14,7 @@ export interface FakeJob {
   /** The claim time on the database's clock (default: now). */
   startedAt?: Date;
   expiresAt?: Date;
+  payloadBytes?: number;
 }
 
 export class FakeDatabase implements LoopDatabase {
@@ -55,6 +56,7 @@ export class FakeDatabase implements LoopDatabase {
         runAfter: at,
         startedAt: job.startedAt ?? at,
         expiresAt: job.expiresAt ?? null,
+        payloadBytes: job.payloadBytes ?? 2,
         claimSeq: 0,
         token: '',
       });

@@ -29,7 +29,7 @@ export async function runJob(run: Run, deps: JobRunDeps): Promise<void> {
     maxResultBytes: deps.maxResultBytes,
   });
   const runMs = deps.clock.now() - startedAt;
-  deps.prefetch.observe(runMs);
+  deps.prefetch.observe(job.task, runMs);
   deps.metrics?.jobRan(job.task, runMs / 1000);
   if (run.abandoned) return;
   await run.progress?.flush();

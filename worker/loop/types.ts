@@ -49,6 +49,8 @@ export interface WorkerOptions {
   readonly prefetchHorizonMs?: number;
   /** Most jobs held in the prefetch buffer (default 2000: two full claims can be in flight). */
   readonly maxPrefetch?: number;
+  /** Most payload bytes (as stored) held in the prefetch buffer (default 16 MiB). */
+  readonly maxPrefetchBytes?: number;
   /** Round trips in flight at once (default 1); at most the pool size. */
   readonly pipeline?: number;
   /**

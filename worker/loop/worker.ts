@@ -55,7 +55,12 @@ export class Worker {
       lookAgainMs: 2_000,
       backstopMs: options.reconcileEveryMs ?? 15_000,
     });
-    this.prefetch = new PrefetchSizer({ concurrency: options.concurrency, horizonMs: options.prefetchHorizonMs ?? 50, max: options.maxPrefetch ?? 2000 });
+    this.prefetch = new PrefetchSizer({
+      concurrency: options.concurrency,
+      horizonMs: options.prefetchHorizonMs ?? 50,
+      max: options.maxPrefetch ?? 2000,
+      maxBytes: options.maxPrefetchBytes ?? 16 * 1024 * 1024,
+    });
     this.outcomes = new OutcomeRecorder(
       { db: deps.db, logger: deps.logger, metrics: deps.metrics, clock: this.clock, random: deps.random ?? Math.random, statements: deps.statements },
       options,
@@ -173,8 +178,10 @@ export class Worker {
     }
     const arrived = this.clock.now();
     for (const job of result.claimed) this.arrivedAt.set(job.id, arrived);
+    this.prefetch.arrived(result.claimed);
     this.buffer.push(...result.claimed);
     this.pump();
+    this.trimBuffer();
     return { requested: limit, claimed: result.claimed.length, settled: result.settled.length };
   }
 
@@ -195,6 +202,20 @@ export class Worker {
       this.startJob(job);
     }
     if (expired) this.giveBackExpired(expired);
+  }
+
+  /**
+   * Give back what the buffer holds beyond its bounds (see PrefetchSizer.admit): a claim sized
+   * for short jobs may bring long ones, and those belong to whichever worker has a slot free.
+   */
+  private trimBuffer(): void {
+    const kept = this.prefetch.admit(this.buffer);
+    if (kept === this.buffer.length) return;
+    const excess = this.buffer.splice(kept);
+    for (const job of excess) this.arrivedAt.delete(job.id);
+    const workerId = this.deps.presence.workerId!;
+    this.outcomes.handBackInBackground(workerId, [], excess);
+    this.deps.logger.debug({ jobs: excess.length, kept }, 'gave back claimed jobs beyond the prefetch bounds (long, unknown or large)');
   }
 
   /**

@@ -37,7 +37,8 @@ export const CLAIMED_COLUMNS = `j.id::text, j.queue, j.task, j.payload, j.priori
                          (extract(epoch from j.created_at) * 1000)::float8 as created_ms,
                          (extract(epoch from j.run_after) * 1000)::float8 as run_after_ms,
                          (extract(epoch from j.started_at) * 1000)::float8 as started_ms,
-                         (extract(epoch from j.expires_at) * 1000)::float8 as expires_ms`;
+                         (extract(epoch from j.expires_at) * 1000)::float8 as expires_ms,
+                         pg_column_size(j.payload) as payload_bytes`;
 
 export interface ClaimedRow {
   id: string;
@@ -52,6 +53,7 @@ export interface ClaimedRow {
   run_after_ms: number;
   started_ms: number;
   expires_ms: number | null;
+  payload_bytes: number;
 }
 
 /** A claimed row as the job its worker runs, under the claim's token. */
@@ -68,6 +70,7 @@ export const toClaimed = (r: ClaimedRow, workerId: string, claimSeq: number): Cl
   runAfter: new Date(r.run_after_ms),
   startedAt: new Date(r.started_ms),
   expiresAt: r.expires_ms === null ? null : new Date(r.expires_ms),
+  payloadBytes: r.payload_bytes,
   claimSeq,
   token: `${workerId}:${claimSeq}`,
 });
