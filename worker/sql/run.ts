@@ -64,7 +64,7 @@ export async function settleAndClaim(
 ): Promise<SettleAndClaimResult> {
   const { rows } = await db.query<ClaimedRow & { settled: string[] }>({
     name: queues ? 'pgq_settle_claim_queues' : 'pgq_settle_claim',
-    text: `with done as (
+    text: `with recursive done as (
         delete from pgq.jobs j
          where j.id = any($2::bigint[]) and j.worker_id = $1 and j.state = 'running'
            -- The token (worker, claim) names the run: no attempt number is needed beside it.
@@ -73,14 +73,31 @@ export async function settleAndClaim(
                   null::text as final_error,
                   to_timestamp(($3::jsonb -> (j.id::text) ->> 0)::float8 / 1000) as final_started),
       moved as (${moveToHistory()}),
+      -- The priorities that have queued jobs, highest first, one index descent each, and only as
+      -- many as the claim needs. Within one priority the due jobs come first in the claim index,
+      -- so each range scan stops at the first job scheduled for later: without this, Postgres
+      -- before 18 (no skip scan) walks every scheduled job on every claim and idle poll.
+      priorities as (
+        (select priority as p from pgq.jobs
+          where state = 'queued' ${queues ? 'and queue = any($5::text[])' : ''}
+            and exists (select 1 from pgq.workers where id = $1)
+          order by priority desc limit 1)
+        union all
+        select (select priority from pgq.jobs
+                 where state = 'queued' ${queues ? 'and queue = any($5::text[])' : ''} and priority < prev.p
+                 order by priority desc limit 1)
+          from priorities prev where prev.p is not null),
       candidates as (
-        select id from pgq.jobs
-         where state = 'queued' and run_after <= now() and (expires_at is null or expires_at > now())
-           ${queues ? 'and queue = any($5::text[])' : ''}
-           and exists (select 1 from pgq.workers where id = $1)
-         order by priority desc, run_after, id
-         limit $4
-         for update skip locked),
+        select c.id from priorities, lateral (
+          select id from pgq.jobs
+           where state = 'queued' and priority = priorities.p and run_after <= now()
+             and (expires_at is null or expires_at > now())
+             ${queues ? 'and queue = any($5::text[])' : ''}
+           order by run_after, id
+           limit $4
+           for update skip locked) c
+         where priorities.p is not null
+         limit $4),
       claimed as (
         update pgq.jobs j
            set state = 'running', worker_id = $1, claim_seq = $${queues ? 6 : 5}, attempts = j.attempts + 1, started_at = now()
