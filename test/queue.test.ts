@@ -491,6 +491,37 @@ describe('cancel, expiry and retention', () => {
   });
 });
 
+describe('pruning', () => {
+  const oldHistory = async (n: number) => {
+    await pool.query(
+      `insert into pgq.finished_jobs (id, queue, task, payload, priority, state, attempts, max_attempts, delivery, idempotency_key, created_at, run_after, started_at, finished_at)
+       select 10000000 + g, 'default', 'sleep', '{}', 0, 'succeeded', 1, 5, 'at_least_once', 'k' || g, now() - interval '3 hours', now() - interval '3 hours', now() - interval '3 hours', now() - interval '2 hours'
+         from generate_series(1, $1::int) g`,
+      [n],
+    );
+    await pool.query(`insert into pgq.job_keys (key, job_id) select 'k' || g, 10000000 + g from generate_series(1, $1::int) g`, [n]);
+  };
+  const left = async () => (await pool.query<{ jobs: number; keys: number }>(`select (select count(*)::int from pgq.finished_jobs) as jobs, (select count(*)::int from pgq.job_keys) as keys`)).rows[0]!;
+
+  it('a pass prunes in chunks until the history is down to the retention, keys with their jobs', async () => {
+    await oldHistory(12_000);
+    const pass = await rescuer({ retentionMs: 3_600_000, batchLimit: 5_000, pruneBudgetMs: 60_000 }).runOnce();
+    expect(pass.pruned).toBe(12_000);
+    expect(await left()).toEqual({ jobs: 0, keys: 0 });
+  });
+
+  it('a pass that ran out of time leaves the next pass to go on at once, not a minute later', async () => {
+    await oldHistory(12_000);
+    const maintenance = rescuer({ retentionMs: 3_600_000, batchLimit: 5_000, pruneBudgetMs: 0, pruneEveryMs: 60_000 });
+    expect((await maintenance.runOnce()).pruned).toBe(5_000);
+    expect((await maintenance.runOnce()).pruned).toBe(5_000);
+    expect((await maintenance.runOnce()).pruned).toBe(2_000);
+    // Caught up: the next prune is a minute away.
+    expect((await maintenance.runOnce()).pruned).toBe(0);
+    expect(await left()).toEqual({ jobs: 0, keys: 0 });
+  });
+});
+
 describe('rescue', () => {
   it("returns a dead worker's jobs: at-least-once again, at-most-once failed", async () => {
     const alo = await enqueue(pool, { task: 'sleep', payload: { workMs: 60_000 } });
