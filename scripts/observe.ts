@@ -10,7 +10,7 @@ import { listWorkers, snapshot } from '../worker/admin.ts';
 import { readRecording, renderChart } from './chart.ts';
 import { connect, numberArg, parseFlags, runCli, UsageError } from './cli.ts';
 import { migFromStack, migLines, readMig, type MigTarget } from './mig.ts';
-import { observation, renderView, type MigState, type Observation } from './view.ts';
+import { observation, renderView, withCounterRates, type MigState, type Observation } from './view.ts';
 
 const USAGE = `usage: npm run observe -- [--once] [--json] [--interval S] [--record FILE] [--chart FILE [--from FILE]]
                             [--mig NAME --region R [--project P] | --stack S] [--cpu-target P]
@@ -102,6 +102,7 @@ async function main(): Promise<void> {
     }
     if (target) mig = await readMig(target);
   };
+  const recent: Observation[] = [];
   // The group is read beside the database, on its own slower cadence: gcloud takes seconds.
   const sample = async (): Promise<Observation> => {
     if ((target || o.stack) && !migReading && (mig === undefined || Date.now() - migReadAt >= o.migIntervalMs)) {
@@ -109,7 +110,10 @@ async function main(): Promise<void> {
       migReading = refreshMig().finally(() => (migReading = undefined));
       if (mig === undefined) await migReading;
     }
-    return observation(await snapshot(pool), await listWorkers(pool), mig);
+    const obs = withCounterRates(observation(await snapshot(pool), await listWorkers(pool), mig), recent);
+    recent.push(obs);
+    while (recent.length > 0 && Date.parse(obs.at) - Date.parse(recent[0]!.at) > 60_000) recent.shift();
+    return obs;
   };
   const emit = (obs: Observation) => {
     if (o.record) fs.appendFileSync(o.record, `${JSON.stringify(obs)}\n`);

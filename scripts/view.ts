@@ -25,10 +25,12 @@ export interface Observation {
   /** Per second over the last minute. */
   rates: { enqueuedPerSecond: number; finishedPerSecond: number };
   /**
-   * Counters that only grow, for exact rates between two samples: jobs ever enqueued (the
-   * highest id) and jobs that have reached a final state.
+   * Counters that only grow, for rates between two samples: jobs ever enqueued (the highest
+   * id) and jobs that have reached a final state (see Snapshot.endedTotal).
    */
   totals: { enqueued: number; ended: number };
+  /** Counts estimated from the table statistics (too many rows to count on every sample). */
+  estimated?: Snapshot['estimated'];
   oldestQueuedSeconds: number;
   latency: Snapshot['latency'];
   runTime: Snapshot['runTime'];
@@ -51,7 +53,8 @@ export function observation(s: Snapshot, workers: WorkerRow[], mig?: MigState): 
       enqueuedPerSecond: Number((s.enqueuedLastMinute / 60).toFixed(2)),
       finishedPerSecond: Number((s.finishedLastMinute / 60).toFixed(2)),
     },
-    totals: { enqueued: Number(s.lastJobId), ended: c.succeeded + c.failed + c.expired + c.cancelled },
+    totals: { enqueued: Number(s.lastJobId), ended: s.endedTotal },
+    ...(s.estimated.length > 0 ? { estimated: s.estimated } : {}),
     oldestQueuedSeconds: Number(s.oldestQueuedSeconds.toFixed(3)),
     latency: s.latency,
     runTime: s.runTime,
@@ -71,13 +74,36 @@ export function observation(s: Snapshot, workers: WorkerRow[], mig?: MigState): 
   };
 }
 
+/**
+ * The sample with its last-minute rates taken from the growth of the counters since the oldest
+ * of `earlier` samples within the last minute (at least 2 s back): exact at any rate, where the
+ * snapshot's own last-minute counts stop at its exact-count limit. Without such a sample (the
+ * first ones) the snapshot's figures stand.
+ */
+export function withCounterRates(o: Observation, earlier: readonly Observation[]): Observation {
+  const t = Date.parse(o.at);
+  const base = earlier.find((e) => t - Date.parse(e.at) <= 60_000 && t - Date.parse(e.at) >= 2_000);
+  if (!base || o.totals.enqueued < base.totals.enqueued || o.totals.ended < base.totals.ended) return o;
+  const seconds = (t - Date.parse(base.at)) / 1000;
+  return {
+    ...o,
+    rates: {
+      enqueuedPerSecond: Number(((o.totals.enqueued - base.totals.enqueued) / seconds).toFixed(2)),
+      finishedPerSecond: Number(((o.totals.ended - base.totals.ended) / seconds).toFixed(2)),
+    },
+  };
+}
+
 const cut = (line: string, width: number) => (line.length > width ? `${line.slice(0, Math.max(0, width - 1))}…` : line);
 
 /** The terminal view, every line fitted to `width` so a narrow terminal truncates instead of wrapping. */
 export function renderView(o: Observation, width: number, extra: string[] = []): string[] {
   const c = o.counts;
+  // An estimate is marked: beyond EXACT_COUNT_LIMIT rows a count comes from the statistics.
+  const queued = `${o.estimated?.includes('queued') ? '~' : ''}${fmt(c.queued)}`;
+  const done = (n: number) => `${o.estimated?.includes('history') ? '~' : ''}${fmt(n)}`;
   const lines = [
-    `queued ${fmt(c.queued)}  running ${fmt(c.running)}  succeeded ${fmt(c.succeeded)}  failed ${fmt(c.failed)}  expired ${fmt(c.expired)}  cancelled ${fmt(c.cancelled)}`,
+    `queued ${queued}  running ${fmt(c.running)}  succeeded ${done(c.succeeded)}  failed ${done(c.failed)}  expired ${done(c.expired)}  cancelled ${done(c.cancelled)}`,
     `last minute: enqueued ${o.rates.enqueuedPerSecond}/s  done ${o.rates.finishedPerSecond}/s  oldest waiting ${duration(o.oldestQueuedSeconds)}`,
     `wait to start p50 ${duration(o.latency.p50)}  p95 ${duration(o.latency.p95)}   run time p50 ${duration(o.runTime.p50)}  p95 ${duration(o.runTime.p95)}`,
     `workers ${o.workers}`,

@@ -58,9 +58,20 @@ export async function listWorkers(db: Queryable): Promise<WorkerRow[]> {
 export interface Snapshot {
   at: Date;
   counts: Record<JobState, number>;
+  /** Which counts are estimates from the table statistics (too many rows to count each sample). */
+  estimated: ('queued' | 'history')[];
+  /**
+   * Jobs that reached a final state, as a counter that only grows between samples: the exact
+   * sum for a run's own jobs; for the whole system, the history's insert counter in the
+   * statistics (each backend reports within about a second; a crash restart resets it).
+   */
+  endedTotal: number;
   /** Seconds the oldest due queued job has waited; 0 when none waits. */
   oldestQueuedSeconds: number;
-  /** Jobs enqueued / finished in the last minute. */
+  /**
+   * Jobs enqueued / finished in the last minute; for the whole system, among the newest 20,000
+   * ids and at most EXACT_COUNT_LIMIT finished (observe then takes rates from the counters).
+   */
   enqueuedLastMinute: number;
   finishedLastMinute: number;
   /** Enqueue-to-start and run time of jobs finished in the last minute, in seconds. */
@@ -71,10 +82,121 @@ export interface Snapshot {
 }
 
 /**
- * Counts, rates and latencies in one statement. The last-minute figures read the finished
- * history through its finished_at index and the hot table, never the whole history.
+ * Counted exactly up to this many rows; beyond, estimated from the statistics. Counting is
+ * linear in the rows: a sample must cost the same with 5 million jobs in the history.
  */
-export async function snapshot(db: Queryable, sinceJobId = '0'): Promise<Snapshot> {
+export const EXACT_COUNT_LIMIT = 100_000;
+
+/** How many of the newest job ids the first sample looks through for the last minute's enqueues. */
+const RECENT_IDS = 20_000;
+
+const emptyCounts = (): Record<JobState, number> => ({ queued: 0, running: 0, succeeded: 0, failed: 0, expired: 0, cancelled: 0 });
+
+/**
+ * The system at a glance. Without `sinceJobId`, for observe: every part is bounded, whatever
+ * the sizes of the backlog and the history (see EXACT_COUNT_LIMIT). With it, for one run's own
+ * jobs (ids after it): exact counts, bounded by the run's size.
+ */
+export async function snapshot(db: Queryable, sinceJobId?: string): Promise<Snapshot> {
+  return sinceJobId === undefined ? systemSnapshot(db) : runSnapshot(db, sinceJobId);
+}
+
+async function systemSnapshot(db: Queryable): Promise<Snapshot> {
+  const { rows } = await db.query<{
+    at: Date; running: number; queued: number; history: number; live_estimate: number | null; history_estimate: number | null;
+    ended: number | null; state_mix: Record<string, number> | null; oldest: number | null; enqueued: number; finished: number;
+    lat: (number | null)[] | null; run: (number | null)[] | null; lat_max: number | null; last_id: string;
+  }>(
+    `with recursive
+      -- The oldest due job is the first due one of some priority: one index probe per priority,
+      -- as the claim does, never a walk over the jobs scheduled for later.
+      priorities as (
+        (select priority as p from pgq.jobs where state = 'queued' order by priority desc limit 1)
+        union all
+        select (select priority from pgq.jobs where state = 'queued' and priority < prev.p order by priority desc limit 1)
+          from priorities prev where prev.p is not null),
+      last as (select greatest(coalesce((select max(id) from pgq.jobs), 0), coalesce((select max(id) from pgq.finished_jobs), 0)) as id),
+      recent as materialized (
+        select extract(epoch from started_at - run_after)::float8 as wait,
+               extract(epoch from finished_at - started_at)::float8 as run
+          from pgq.finished_jobs
+         where finished_at > now() - interval '60 seconds' and started_at is not null
+         limit $1),
+      tables as materialized (
+        select s.relname, s.n_live_tup::float8 as live, greatest(s.n_live_tup, c.reltuples)::float8 as estimate, s.n_tup_ins::float8 as inserted
+          from pg_stat_user_tables s join pg_class c on c.oid = s.relid
+         where s.schemaname = 'pgq' and s.relname in ('jobs', 'finished_jobs'))
+      select now() as at,
+        (select count(*)::int from pgq.jobs where state = 'running') as running,
+        -- Counted only when the statistics say the rows are few (a CASE runs its subquery only
+        -- then), and never past the limit: the statistics can be wrong after a crash.
+        case when (select estimate from tables where relname = 'jobs') <= $1
+             then (select count(*)::int from (select 1 from pgq.jobs where state = 'queued' limit $1::int + 1) q)
+             else $1::int + 1 end as queued,
+        case when (select estimate from tables where relname = 'finished_jobs') <= $1
+             then (select count(*)::int from (select 1 from pgq.finished_jobs limit $1::int + 1) h)
+             else $1::int + 1 end as history,
+        (select live from tables where relname = 'jobs') as live_estimate,
+        (select estimate from tables where relname = 'finished_jobs') as history_estimate,
+        (select inserted from tables where relname = 'finished_jobs') as ended,
+        (select json_object_agg(m.state, m.freq)
+           from pg_stats st, unnest(st.most_common_vals::text::text[], st.most_common_freqs) as m(state, freq)
+          where st.schemaname = 'pgq' and st.tablename = 'finished_jobs' and st.attname = 'state') as state_mix,
+        (select extract(epoch from now() - min(o.run_after))::float8
+           from priorities, lateral (select run_after from pgq.jobs
+                                      where state = 'queued' and priority = priorities.p and run_after <= now()
+                                      order by run_after limit 1) o
+          where priorities.p is not null) as oldest,
+        -- Enqueued in the last minute, among the newest $2 ids (ids grow with enqueue time);
+        -- observe takes its rates from the counters once it has an earlier sample.
+        (select count(*)::int from (
+           select created_at from pgq.jobs where id > (select id from last) - $2
+           union all
+           select created_at from pgq.finished_jobs where id > (select id from last) - $2) e
+          where created_at > now() - interval '60 seconds') as enqueued,
+        (select count(*)::int from recent) as finished,
+        (select percentile_cont(array[0.5, 0.95, 0.99]) within group (order by wait) from recent) as lat,
+        (select max(wait) from recent) as lat_max,
+        (select percentile_cont(array[0.5, 0.95]) within group (order by run) from recent) as run,
+        (select id::text from last) as last_id`,
+    [EXACT_COUNT_LIMIT, RECENT_IDS],
+  );
+  const r = rows[0]!;
+  const counts = emptyCounts();
+  const estimated: Snapshot['estimated'] = [];
+  counts.running = r.running;
+  if (r.queued <= EXACT_COUNT_LIMIT) {
+    counts.queued = r.queued;
+  } else {
+    counts.queued = Math.max(EXACT_COUNT_LIMIT + 1, Math.round((r.live_estimate ?? 0) - r.running));
+    estimated.push('queued');
+  }
+  if (r.history <= EXACT_COUNT_LIMIT) {
+    const { rows: states } = await db.query<{ state: JobState; n: number }>(`select state, count(*)::int as n from pgq.finished_jobs group by state`);
+    for (const s of states) counts[s.state] = s.n;
+  } else {
+    // The planner's sample of the history says how its rows split between the final states.
+    const total = Math.max(EXACT_COUNT_LIMIT + 1, r.history_estimate ?? 0);
+    const mix = r.state_mix ?? { succeeded: 1 };
+    for (const [state, freq] of Object.entries(mix)) if (state in counts) counts[state as JobState] = Math.round(total * freq);
+    estimated.push('history');
+  }
+  return {
+    at: r.at,
+    counts,
+    estimated,
+    endedTotal: r.ended ?? 0,
+    oldestQueuedSeconds: Math.max(0, r.oldest ?? 0),
+    enqueuedLastMinute: r.enqueued,
+    finishedLastMinute: r.finished,
+    latency: { p50: r.lat?.[0] ?? null, p95: r.lat?.[1] ?? null, p99: r.lat?.[2] ?? null, max: r.lat_max },
+    runTime: { p50: r.run?.[0] ?? null, p95: r.run?.[1] ?? null },
+    lastJobId: r.last_id,
+  };
+}
+
+/** Counts, rates and latencies of the jobs after `sinceJobId`, exactly, in one statement. */
+async function runSnapshot(db: Queryable, sinceJobId: string): Promise<Snapshot> {
   const { rows } = await db.query<{
     at: Date; counts: Record<string, number> | null; oldest: number | null; enqueued: number; finished: number;
     lat: (number | null)[] | null; run: (number | null)[] | null; lat_max: number | null; last_id: string;
@@ -104,11 +226,13 @@ export async function snapshot(db: Queryable, sinceJobId = '0'): Promise<Snapsho
     [sinceJobId],
   );
   const r = rows[0]!;
-  const counts: Record<JobState, number> = { queued: 0, running: 0, succeeded: 0, failed: 0, expired: 0, cancelled: 0 };
+  const counts = emptyCounts();
   for (const [state, n] of Object.entries(r.counts ?? {})) counts[state as JobState] += n;
   return {
     at: r.at,
     counts,
+    estimated: [],
+    endedTotal: counts.succeeded + counts.failed + counts.expired + counts.cancelled,
     oldestQueuedSeconds: Math.max(0, r.oldest ?? 0),
     enqueuedLastMinute: r.enqueued,
     finishedLastMinute: r.finished,
