@@ -211,6 +211,22 @@ describe('claim', () => {
     expect(order).toEqual(['high', 'mid-old', 'mid-new', 'low']);
   });
 
+  it('starts the jobs of one claim in that order too', async () => {
+    const order: string[] = [];
+    // Inserted so that their physical order is not the claim's order.
+    await enqueueMany(pool, [
+      { task: 'note', payload: 'low', priority: -1 },
+      { task: 'note', payload: 'mid-new' },
+      { task: 'note', payload: 'mid-old', runAfter: new Date(Date.now() - 60_000) },
+      { task: 'note', payload: 'high', priority: 5 },
+      { task: 'note', payload: 'top', priority: 9 },
+    ]);
+    const { worker: w } = await worker({ concurrency: 5, tasks: { note: (p) => void order.push(p as string) } });
+    expect((await w.runOnce()).claimed).toBe(5);
+    await drain(w);
+    expect(order).toEqual(['top', 'high', 'mid-old', 'mid-new', 'low']);
+  });
+
   it('does not start a job before its run-after time', async () => {
     const { id } = await enqueue(pool, { task: 'sleep', runAfter: new Date(Date.now() + 3_600_000) });
     const { worker: w } = await worker();

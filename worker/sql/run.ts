@@ -104,10 +104,12 @@ export async function settleAndClaim(
          where j.id = any(array(select id from candidates))
         returning ${CLAIMED_COLUMNS})
       -- The settled ids ride on the first row only: repeated on every claimed row they would make
-      -- the client parse batch x batch array elements.
+      -- the client parse batch x batch array elements. An UPDATE returns its rows in no
+      -- particular order; they come back in the claim's, which is the order they start in.
       select case when c.n is null or c.n = 1 then s.settled end as settled, c.*
         from (select coalesce(array_agg(id), '{}')::text[] as settled from moved) s
-        left join (select *, row_number() over () as n from claimed) c on true`,
+        left join (select *, row_number() over (order by priority desc, run_after_ms, id::bigint) as n from claimed) c on true
+       order by c.n`,
     values: [
       workerId,
       succeeded.map((s) => s.id),
