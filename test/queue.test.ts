@@ -526,6 +526,27 @@ describe('pruning', () => {
     expect(await left()).toEqual({ jobs: 0, keys: 0 });
   });
 
+  it("a pass summarises the history's new block ranges, so a look at the last minute reads only those", async () => {
+    await oldHistory(50_000);
+    // Through the BRIN index, as the planner goes once the history is large and analysed.
+    const recentBuffers = async () => {
+      const client = await pool.connect();
+      try {
+        await client.query('set enable_seqscan = off');
+        const { rows } = await client.query(`explain (analyze, buffers, format json) select count(*) from pgq.finished_jobs where finished_at > now() - interval '60 seconds'`);
+        const plan = rows[0]['QUERY PLAN'][0].Plan;
+        return plan['Shared Hit Blocks'] + plan['Shared Read Blocks'];
+      } finally {
+        await client.query('reset enable_seqscan');
+        client.release();
+      }
+    };
+    // Unsummarised, every range of the new rows is read.
+    expect(await recentBuffers()).toBeGreaterThan(500);
+    await rescuer({ pruneEveryMs: 60_000, retentionMs: 365 * 24 * 3_600_000 }).runOnce();
+    expect(await recentBuffers()).toBeLessThan(50);
+  });
+
   it('a pass that ran out of time leaves the next pass to go on at once, not a minute later', async () => {
     await oldHistory(12_000);
     const maintenance = rescuer({ retentionMs: 3_600_000, batchLimit: 5_000, pruneBudgetMs: 0, pruneEveryMs: 60_000 });

@@ -63,7 +63,8 @@ export interface MaintenancePass {
 /**
  * Maintenance that every worker process runs and one at a time performs: remove dead workers
  * and return their jobs, expire jobs past their deadline, refresh the hot table's statistics,
- * prune old history. Any live worker can do it, so there is no single maintenance process to lose.
+ * summarise the history's new block ranges, prune old history. Any live worker can do it, so
+ * there is no single maintenance process to lose.
  */
 export class Maintenance {
   private timer: NodeJS.Timeout | undefined;
@@ -126,6 +127,7 @@ export class Maintenance {
       failed = failed.concat(orphans.value?.failed ?? []);
       const expired = (await step('expiry', () => q.expireJobs(client, limit))).value ?? 0;
       await step('analyse', () => q.analyzeIfStale(client));
+      await step('summarise', () => q.summariseHistory(client));
       let pruned = 0;
       if (prune) {
         // Chunks of their own short transactions, until the history is down to the retention or

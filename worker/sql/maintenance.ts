@@ -179,6 +179,17 @@ export async function analyzeIfStale(db: Queryable): Promise<boolean> {
 }
 
 /**
+ * Summarise the history's new block ranges in its BRIN index. Ranges filled since the last
+ * summary are unsummarised, and every query on finished_at (observe's last minute, the prune)
+ * reads all of them; autovacuum summarises only when it visits, and a flood fills thousands of
+ * ranges between its visits. Returns the ranges summarised.
+ */
+export async function summariseHistory(db: Queryable): Promise<number> {
+  const { rows } = await db.query<{ n: number }>(`select brin_summarize_new_values('pgq.finished_jobs_finished_at'::regclass)::int as n`);
+  return rows[0]!.n;
+}
+
+/**
  * Delete up to `limit` finished jobs older than the retention, and the idempotency keys of
  * those jobs. Any old rows will do, in no order: the history's finished_at index is a BRIN,
  * which finds the old block ranges but cannot return rows sorted (an ORDER BY here sorted every
