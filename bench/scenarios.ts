@@ -22,11 +22,19 @@ export interface RepResult {
   /** Figures whose value is a cap that was hit, not a measurement. */
   capped?: string[];
   problems: string[];
+  /** The Node versions the worker processes reported running on. */
+  workerNodes?: string[];
 }
 
-/** Enqueues one job per call from `callers` concurrent callers sharing one client. */
-export async function enqueueSingle(sys: QueueSystem, rep: RepDb, jobs: number, callers: number): Promise<RepResult> {
-  const enq = await sys.enqueuer(rep.url, callers);
+/**
+ * Enqueues one job per call from `callers` concurrent callers sharing one client; with
+ * `otherPg`, the client's pool comes from another copy of node-postgres than the system's.
+ */
+export async function enqueueSingle(sys: QueueSystem, rep: RepDb, jobs: number, callers: number, otherPg = false): Promise<RepResult> {
+  const open = otherPg ? sys.enqueuerOtherPg : sys.enqueuer;
+  if (!open) throw new Error(`${sys.name} has no enqueuer for a pool from another copy of pg`);
+  const enq = await open.call(sys, rep.url, callers);
+  const figure = otherPg ? 'enqueue-single-other-pg' : 'enqueue-single';
   let next = 0;
   const start = performance.now();
   try {
@@ -40,7 +48,7 @@ export async function enqueueSingle(sys: QueueSystem, rep: RepDb, jobs: number, 
   }
   const seconds = (performance.now() - start) / 1000;
   const waiting = await sys.countWaiting(rep.db);
-  return { figures: { 'enqueue-single': jobs / seconds }, problems: waiting === jobs ? [] : [`${waiting} jobs waiting, expected ${jobs}`] };
+  return { figures: { [figure]: jobs / seconds }, problems: waiting === jobs ? [] : [`${waiting} jobs waiting, expected ${jobs}`] };
 }
 
 /** Enqueues `jobs` in calls of `batch` jobs each, one after another. */
@@ -115,7 +123,7 @@ export async function drain(sys: QueueSystem, rep: RepDb, jobs: number, processe
     const problems = [...checkHandled(reports, jobs), ...(await sys.verifyDrained(rep.db, jobs))];
     const figures: Record<string, number> = { [figure]: jobs / seconds };
     if (processes === 1) figures['memory-drain'] = peakMb;
-    return { figures, problems };
+    return { figures, problems, workerNodes: reports.map((r) => r.node) };
   } finally {
     await Promise.all(workers.map((w) => w.kill()));
   }
@@ -173,6 +181,7 @@ export async function latency(sys: QueueSystem, rep: RepDb, jobs: number, rate: 
         'memory-idle': idleMb,
       },
       problems,
+      workerNodes: [report.node],
     };
   } finally {
     await worker.kill();

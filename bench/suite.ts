@@ -1,9 +1,7 @@
 /**
- * `npm run bench`: ours, graphile-worker and pg-boss side by side on one fresh Postgres, plus the
- * floor (the raw SQL a job needs). Writes bench/results/<date>.json and, for a full unfiltered
- * run, the table in BENCHMARKS.md.
- *
- *   npm run bench -- [--quick] [--reps N] [--only a,b] [--systems a,b] [--crash-cap S] [--markdown | --no-markdown]
+ * The suite behind `npm run bench` (started by run.ts on the bench's Node): parses the flags,
+ * starts Postgres, installs each system, runs the scenarios with the systems taking turns, and
+ * writes the results and the report.
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -14,8 +12,8 @@ import { numberArg, parseFlags, UsageError } from '../scripts/cli.ts';
 import { startLocalPostgres, type LocalPostgres } from '../scripts/local-postgres.ts';
 import { measureFloor } from './floor.ts';
 import { buildWorkers } from './lib/build.ts';
-import { killAll, repoRoot } from './lib/proc.ts';
-import { renderMarkdown, renderTables, updateBenchmarksMd, writeResults, type Column, type RunResult } from './report.ts';
+import { benchDir, killAll, repoRoot } from './lib/proc.ts';
+import { renderMarkdown, renderTables, renderVersions, updateBenchmarksMd, writeResults, type Column, type RunResult } from './report.ts';
 import { crash, drain, enqueueBulk, enqueueSingle, latency, type RepDb, type RepResult } from './scenarios.ts';
 import { graphile } from './systems/graphile.ts';
 import { pgboss } from './systems/pgboss.ts';
@@ -165,17 +163,22 @@ async function main(): Promise<number> {
   let server: LocalPostgres | undefined;
   let admin: pg.Client | undefined;
   let interrupted = false;
+  // One clean-up shared by the signal and the normal end: when each ran its own, the second
+  // removed the data directory while the first was still stopping Postgres, and the directory
+  // was left behind.
+  let cleaning: Promise<void> | undefined;
+  const cleanUp = () =>
+    (cleaning ??= (async () => {
+      killAll();
+      await admin?.end().catch(() => {});
+      await server?.stop().catch(() => {});
+      fs.rmSync(baseDir, { recursive: true, force: true });
+    })());
   const onSignal = () => {
     if (interrupted) process.exit(130);
     interrupted = true;
     log('interrupted: stopping workers and Postgres');
-    killAll();
-    void (async () => {
-      await admin?.end().catch(() => {});
-      await server?.stop().catch(() => {});
-      fs.rmSync(baseDir, { recursive: true, force: true });
-      process.exit(130);
-    })();
+    void cleanUp().then(() => process.exit(130));
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
@@ -204,6 +207,7 @@ async function main(): Promise<number> {
   };
 
   try {
+    log(`node ${process.version} (${process.execPath}) runs the runner and every worker process`);
     if (opts.scenarios.some((s) => s !== 'floor')) {
       log('compiling the worker processes (bench/.build)');
       buildWorkers();
@@ -218,12 +222,13 @@ async function main(): Promise<number> {
     }
     log(`Postgres settings: ${Object.entries(result.postgres).map(([k, v]) => `${k}=${v}`).join(' ')}`);
     result.versions = {
-      node: process.version,
+      node: `${process.version} (${path.relative(repoRoot, process.execPath)})`,
       postgres: result.postgres.server_version!,
       pgqueue: `${pgqueue.version} (commit ${commit()})`,
       'graphile-worker': graphile.version,
       'pg-boss': pgboss.version,
       pg: packageVersion(path.join(repoRoot, 'node_modules/pg')),
+      'pg-other (enqueue-single-other-pg)': packageVersion(path.join(benchDir, 'node_modules/pg-other')),
     };
     for (const sys of opts.systems) {
       result.configurations[sys.name] = `${sys.tunedDescription}. Crash scenario: ${sys.defaultDescription}.`;
@@ -268,6 +273,8 @@ async function main(): Promise<number> {
       }
     };
 
+    // What the worker processes say they ran on, per system: the report names it for each.
+    const workerNodes = new Map<Column, Set<string>>();
     const record = (scenario: string, column: Column, rep: number, outcome: RepResult | Error) => {
       result.checks++;
       if (outcome instanceof Error) {
@@ -275,6 +282,10 @@ async function main(): Promise<number> {
         log(`${scenario}  ${column}  rep ${rep}: FAILED ${outcome.message}`);
         killAll();
         return;
+      }
+      for (const node of outcome.workerNodes ?? []) {
+        if (!workerNodes.has(column)) workerNodes.set(column, new Set());
+        workerNodes.get(column)!.add(node);
       }
       for (const [id, value] of Object.entries(outcome.figures)) {
         const fig = (result.figures[id] ??= { values: {}, capped: {} });
@@ -297,6 +308,7 @@ async function main(): Promise<number> {
     };
 
     for (const scenario of opts.scenarios) {
+      if (interrupted) break;
       log(`— ${scenario}`);
       if (scenario === 'crash') {
         // Ours recovers in seconds, so it gets every repetition. The peers' defaults take many
@@ -336,6 +348,9 @@ async function main(): Promise<number> {
           const tpl = templateOf(sys);
           if (scenario === 'enqueue-single') {
             await attempt(scenario, sys.name, r, () => withDatabase(tpl, (rep) => enqueueSingle(sys, rep, sizes.enqueueSingle, sizes.callers)));
+            if (sys.enqueuerOtherPg) {
+              await attempt(`${scenario} (other pg)`, sys.name, r, () => withDatabase(tpl, (rep) => enqueueSingle(sys, rep, sizes.enqueueSingle, sizes.callers, true)));
+            }
           } else if (scenario === 'enqueue-bulk') {
             await attempt(scenario, sys.name, r, () => withDatabase(tpl, (rep) => enqueueBulk(sys, rep, sizes.enqueueBulk, sizes.bulkBatch)));
           } else if (scenario === 'drain') {
@@ -347,18 +362,19 @@ async function main(): Promise<number> {
         }
       }
     }
+    for (const sys of opts.systems) {
+      const workers = [...(workerNodes.get(sys.name) ?? [])];
+      (result.runtimes ??= {})[sys.name] = `runner (enqueue calls) on node ${process.version}; ${workers.length > 0 ? `worker processes on node ${workers.join(', ')}` : 'no worker process ran'}`;
+    }
   } finally {
-    killAll();
-    await admin?.end().catch(() => {});
-    await server?.stop().catch(() => {});
-    fs.rmSync(baseDir, { recursive: true, force: true });
+    await cleanUp();
   }
   if (interrupted) return 130;
 
   result.durationSeconds = (Date.now() - started) / 1000;
   result.machine.loadAverageEnd = os.loadavg();
   const file = writeResults(result);
-  process.stdout.write(`\n${renderTables(result)}\n\n`);
+  process.stdout.write(`\n${renderTables(result)}\n\n${renderVersions(result)}\n\n`);
   log(`results: ${path.relative(process.cwd(), file)}`);
   if (opts.markdown) {
     updateBenchmarksMd(renderMarkdown(result, file));

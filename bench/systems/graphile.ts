@@ -19,6 +19,14 @@ const quiet = new Logger(() => (level, message) => {
 
 const JOBS = 'graphile_worker._private_jobs';
 
+/** A pool that handles errors on idle and checked-out clients, as graphile-worker checks a given pool does. */
+function quietPool(url: string, max: number): pg.Pool {
+  const pool = new pg.Pool({ connectionString: url, max });
+  pool.on('error', () => {});
+  pool.on('connect', (client) => client.on('error', () => {}));
+  return pool;
+}
+
 export const graphile: QueueSystem = {
   name: 'graphile-worker',
   version,
@@ -26,14 +34,19 @@ export const graphile: QueueSystem = {
   defaultDescription: DEFAULTS_DESCRIBED['graphile-worker'],
 
   async install(url) {
-    await runMigrations({ connectionString: url, logger: quiet });
+    // Our own pool, ended before the runner closes the template's sessions: given only a
+    // connection string, graphile-worker 0.18 ends its pool without waiting and drops its error
+    // listener first, so the closed session's error crashed the runner.
+    const pool = quietPool(url, 2);
+    try {
+      await runMigrations({ pgPool: pool, logger: quiet });
+    } finally {
+      await pool.end();
+    }
   },
 
   async enqueuer(url, connections) {
-    const pool = new pg.Pool({ connectionString: url, max: connections });
-    // graphile-worker checks that a pool it is given handles errors on idle and checked-out clients.
-    pool.on('error', () => {});
-    pool.on('connect', (client) => client.on('error', () => {}));
+    const pool = quietPool(url, connections);
     const utils = await makeWorkerUtils({ pgPool: pool, logger: quiet });
     return {
       one: async (payload) => {

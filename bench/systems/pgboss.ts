@@ -1,7 +1,7 @@
 /** pg-boss, through its own API: send()/insert() to enqueue, work() in a worker process. */
 import fs from 'node:fs';
 import path from 'node:path';
-import PgBoss from 'pg-boss';
+import { PgBoss } from 'pg-boss';
 import { built } from '../lib/build.ts';
 import { benchDir, WorkerChild } from '../lib/proc.ts';
 import { BENCH_TASK } from '../workers/protocol.ts';
@@ -12,7 +12,8 @@ const version = (
   JSON.parse(fs.readFileSync(path.join(benchDir, 'node_modules/pg-boss/package.json'), 'utf8')) as { version: string }
 ).version;
 
-// pg-boss 10 keeps each queue in its own partition of pgboss.job; the name filter prunes to it.
+// pg-boss 12 keeps a queue created without `partition` in the shared partition of pgboss.job
+// (job_common); the name filter prunes the scan to it.
 const JOBS = `pgboss.job where name = '${BENCH_TASK}'`;
 
 export const pgboss: QueueSystem = {
@@ -26,7 +27,7 @@ export const pgboss: QueueSystem = {
     boss.on('error', () => {});
     await boss.start();
     await boss.createQueue(BENCH_TASK);
-    await boss.stop({ graceful: false, wait: true, timeout: 1_000 });
+    await boss.stop({ graceful: false, timeout: 1_000 });
   },
 
   async enqueuer(url, connections) {
@@ -38,9 +39,9 @@ export const pgboss: QueueSystem = {
         await boss.send(BENCH_TASK, payload);
       },
       many: async (payloads) => {
-        await boss.insert(payloads.map((data) => ({ name: BENCH_TASK, data })));
+        await boss.insert(BENCH_TASK, payloads.map((data) => ({ data })));
       },
-      close: () => boss.stop({ graceful: false, wait: true, timeout: 1_000 }),
+      close: () => boss.stop({ graceful: false, timeout: 1_000 }),
     };
   },
 

@@ -11,14 +11,30 @@ import { built } from '../lib/build.ts';
 import { repoRoot, waitFor, WorkerChild } from '../lib/proc.ts';
 import { BENCH_TASK } from '../workers/protocol.ts';
 import { DEFAULTS_DESCRIBED, PGQUEUE_TUNED } from '../workers/settings.ts';
-import type { Db, QueueSystem } from './types.ts';
+import type { Db, Enqueuer, QueueSystem } from './types.ts';
 
-// The library's enqueue() recognises a pool with `instanceof pg.Pool` of the node-postgres copy
-// it imports (the root's). bench/ has its own copy through the peers' dependencies, and a pool
-// from that one would silently take the unbatched path, so the pool comes from the root's copy.
+// The library imports the root's copy of node-postgres; the enqueue-single figure hands it a pool
+// of that copy, as an application with one copy of pg does.
 const rootPg = createRequire(path.join(repoRoot, 'package.json'))('pg') as typeof import('pg');
+// enqueue-single-other-pg hands it a pool of a second copy (bench/package.json's alias pg-other),
+// as an application whose pg is another install (a monorepo, a bundle, two versions in the tree).
+// enqueue() must still batch such a pool's concurrent calls.
+const otherPg = createRequire(import.meta.url)('pg-other') as typeof import('pg');
 
 const version = (JSON.parse(fs.readFileSync(path.join(repoRoot, 'package.json'), 'utf8')) as { version: string }).version;
+
+function enqueuerOn(pool: import('pg').Pool): Enqueuer {
+  pool.on('error', () => {});
+  return {
+    one: async (payload) => {
+      await enqueue(pool, { task: BENCH_TASK, payload });
+    },
+    many: async (payloads) => {
+      await enqueueMany(pool, payloads.map((payload) => ({ task: BENCH_TASK, payload })));
+    },
+    close: () => pool.end(),
+  };
+}
 
 export const pgqueue: QueueSystem = {
   name: 'pgqueue',
@@ -37,17 +53,17 @@ export const pgqueue: QueueSystem = {
   },
 
   async enqueuer(url, connections) {
-    const pool = new rootPg.Pool({ connectionString: url, max: connections });
-    pool.on('error', () => {});
-    return {
-      one: async (payload) => {
-        await enqueue(pool, { task: BENCH_TASK, payload });
-      },
-      many: async (payloads) => {
-        await enqueueMany(pool, payloads.map((payload) => ({ task: BENCH_TASK, payload })));
-      },
-      close: () => pool.end(),
-    };
+    return enqueuerOn(new rootPg.Pool({ connectionString: url, max: connections }));
+  },
+
+  async enqueuerOtherPg(url, connections) {
+    const pool = new otherPg.Pool({ connectionString: url, max: connections });
+    // Otherwise the figure would silently measure the library's own copy again.
+    if (pool instanceof rootPg.Pool) {
+      await pool.end();
+      throw new Error("pg-other resolved to the library's own copy of pg; the figure needs a second copy (npm --prefix bench install)");
+    }
+    return enqueuerOn(pool);
   },
 
   startWorker(url, mode, label) {

@@ -37,6 +37,12 @@ export interface QueueSystem {
   install(url: string): Promise<void>;
   /** An enqueueing client with a pool of `connections`. */
   enqueuer(url: string, connections: number): Promise<Enqueuer>;
+  /**
+   * The same, with the caller's pg.Pool made by a copy of node-postgres other than the one the
+   * system imports, as an application with its own copy would hand it in. Only for a system
+   * that takes the caller's pool and treats one differently by where it came from.
+   */
+  enqueuerOtherPg?(url: string, connections: number): Promise<Enqueuer>;
   /** Start a worker process on `url`. */
   startWorker(url: string, mode: WorkerMode, label: string): WorkerChild;
   /** Resolve once the worker takes jobs. */

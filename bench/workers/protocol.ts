@@ -23,6 +23,8 @@ export interface WorkerReport {
   latencies: number[];
   /** nowMs() at the first handler start, or null when nothing ran. */
   firstStartAt: number | null;
+  /** The Node that ran this worker (process.version), so the report says what ran, not what was meant to. */
+  node: string;
 }
 
 export type ChildMessage =

@@ -29,7 +29,7 @@ setInterval(() => {
 
 process.on('message', (message: ParentMessage) => {
   if (message?.type === 'report') {
-    send({ type: 'report', pid: process.pid, ids, latencies, firstStartAt });
+    send({ type: 'report', pid: process.pid, ids, latencies, firstStartAt, node: process.version });
   }
 });
 
