@@ -195,18 +195,26 @@ describe('settles are bounded', () => {
   });
 });
 
+/**
+ * A one-slot loop whose prefetch has seen one quick run of `hold` (a job with payload
+ * `{ quick: true }`), so its next claim reaches ahead.
+ */
+async function taught(db: FakeDatabase, clock: ManualClock, hold: TaskHandler): Promise<Worker> {
+  const w = loop(db, { concurrency: 1 }, { hold }, clock);
+  db.add(1, { task: 'hold', payload: { quick: true } });
+  await w.runOnce();
+  await waitFor(() => w.inFlight === 0, 'the first job');
+  await w.flush();
+  return w;
+}
+
 describe('the history clock', () => {
   it("a job's start is its claim time on the database clock plus its monotonic wait in the buffer, never the VM's clock", async () => {
     const clock = new ManualClock();
     const db = new FakeDatabase(() => clock.now());
     const gates: (() => void)[] = [];
     const hold: TaskHandler = (payload) => ((payload as { quick?: boolean }).quick ? null : new Promise<void>((resolve) => gates.push(resolve)));
-    const w = loop(db, { concurrency: 1 }, { hold }, clock);
-    // A first job teaches the prefetch that the task is short, so the next claim takes three.
-    db.add(1, { task: 'hold', payload: { quick: true } });
-    await w.runOnce();
-    await waitFor(() => w.inFlight === 0, 'the first job');
-    await w.flush();
+    const w = await taught(db, clock, hold);
     const claimedAt = new Date('2026-01-01T00:00:00.000Z');
     const ids = db.add(3, { task: 'hold', startedAt: claimedAt });
     await w.runOnce();
@@ -236,11 +244,7 @@ describe('expiry in the buffer', () => {
       started.push(ctx.job.id);
       return new Promise<void>((resolve) => gates.push(resolve));
     };
-    const w = loop(db, { concurrency: 1 }, { hold }, clock);
-    db.add(1, { task: 'hold', payload: { quick: true } });
-    await w.runOnce();
-    await waitFor(() => w.inFlight === 0, 'the first job');
-    await w.flush();
+    const w = await taught(db, clock, hold);
     const claimedAt = new Date('2026-01-01T00:00:00.000Z');
     const [first] = db.add(1, { task: 'hold', startedAt: claimedAt });
     const [soon] = db.add(1, { task: 'hold', startedAt: claimedAt, expiresAt: new Date(claimedAt.getTime() + 300) });

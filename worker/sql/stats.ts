@@ -102,10 +102,9 @@ export async function snapshot(db: Queryable, sinceJobId?: string): Promise<Snap
 }
 
 async function systemSnapshot(db: Queryable): Promise<Snapshot> {
-  const { rows } = await db.query<{
+  const { rows } = await db.query<TimingRow & {
     at: Date; running: number; queued: number; history: number; live_estimate: number | null; history_estimate: number | null;
-    ended: number | null; state_mix: Record<string, number> | null; oldest: number | null; enqueued: number; finished: number;
-    lat: (number | null)[] | null; run: (number | null)[] | null; lat_max: number | null; last_id: string;
+    ended: number | null; state_mix: Record<string, number> | null;
   }>(
     `with recursive
       -- The oldest due job is the first due one of some priority: one index probe per priority,
@@ -186,6 +185,23 @@ async function systemSnapshot(db: Queryable): Promise<Snapshot> {
     counts,
     estimated,
     endedTotal: r.ended ?? 0,
+    ...timings(r),
+  };
+}
+
+/** The columns both snapshot statements return beside their counts. */
+interface TimingRow {
+  oldest: number | null;
+  enqueued: number;
+  finished: number;
+  lat: (number | null)[] | null;
+  run: (number | null)[] | null;
+  lat_max: number | null;
+  last_id: string;
+}
+
+function timings(r: TimingRow): Omit<Snapshot, 'at' | 'counts' | 'estimated' | 'endedTotal'> {
+  return {
     oldestQueuedSeconds: Math.max(0, r.oldest ?? 0),
     enqueuedLastMinute: r.enqueued,
     finishedLastMinute: r.finished,
@@ -197,10 +213,7 @@ async function systemSnapshot(db: Queryable): Promise<Snapshot> {
 
 /** Counts, rates and latencies of the jobs after `sinceJobId`, exactly, in one statement. */
 async function runSnapshot(db: Queryable, sinceJobId: string): Promise<Snapshot> {
-  const { rows } = await db.query<{
-    at: Date; counts: Record<string, number> | null; oldest: number | null; enqueued: number; finished: number;
-    lat: (number | null)[] | null; run: (number | null)[] | null; lat_max: number | null; last_id: string;
-  }>(
+  const { rows } = await db.query<TimingRow & { at: Date; counts: Record<string, number> | null }>(
     `with recent as (
         select extract(epoch from started_at - run_after)::float8 as wait,
                extract(epoch from finished_at - started_at)::float8 as run
@@ -233,12 +246,7 @@ async function runSnapshot(db: Queryable, sinceJobId: string): Promise<Snapshot>
     counts,
     estimated: [],
     endedTotal: counts.succeeded + counts.failed + counts.expired + counts.cancelled,
-    oldestQueuedSeconds: Math.max(0, r.oldest ?? 0),
-    enqueuedLastMinute: r.enqueued,
-    finishedLastMinute: r.finished,
-    latency: { p50: r.lat?.[0] ?? null, p95: r.lat?.[1] ?? null, p99: r.lat?.[2] ?? null, max: r.lat_max },
-    runTime: { p50: r.run?.[0] ?? null, p95: r.run?.[1] ?? null },
-    lastJobId: r.last_id,
+    ...timings(r),
   };
 }
 
