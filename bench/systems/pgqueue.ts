@@ -22,6 +22,7 @@ const rootPg = createRequire(path.join(repoRoot, 'package.json'))('pg') as typeo
 const otherPg = createRequire(import.meta.url)('pg-other') as typeof import('pg');
 
 const version = (JSON.parse(fs.readFileSync(path.join(repoRoot, 'package.json'), 'utf8')) as { version: string }).version;
+const IMAGE_NODE_OPTIONS = /^ENV NODE_OPTIONS=(\S+)$/m.exec(fs.readFileSync(path.join(repoRoot, 'Dockerfile'), 'utf8'))?.[1] ?? '';
 
 function enqueuerOn(pool: import('pg').Pool): Enqueuer {
   pool.on('error', () => {});
@@ -68,6 +69,8 @@ export const pgqueue: QueueSystem = {
 
   startWorker(url, mode, label) {
     return new WorkerChild(label, built('worker/main.ts'), {
+      // As the image runs it: the Dockerfile's NODE_OPTIONS (V8's young generation size).
+      NODE_OPTIONS: IMAGE_NODE_OPTIONS,
       DATABASE_URL: url,
       WORKER_VERSION: version,
       HEALTH_PORT: '0',

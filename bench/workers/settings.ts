@@ -12,7 +12,7 @@ export const CONCURRENCY = 16;
 export const PGQUEUE_TUNED = {
   /** Only the concurrency is set: every other knob is measured at its default, as users get it. */
   env: { WORKER_CONCURRENCY: String(CONCURRENCY) },
-  describe: `WORKER_CONCURRENCY=${CONCURRENCY}, every other setting at its default; enqueue through one shared pg.Pool (concurrent enqueue() calls share an INSERT)`,
+  describe: `WORKER_CONCURRENCY=${CONCURRENCY}, every other setting at its default; the image's NODE_OPTIONS (--max-semi-space-size=16, from the Dockerfile); enqueue through one shared pg.Pool (concurrent enqueue() calls share an INSERT)`,
 };
 
 export const GRAPHILE_TUNED = {
