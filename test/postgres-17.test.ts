@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { migrate } from '../worker/migrate.ts';
 import type { Queryable } from '../worker/sql/shared.ts';
 import { settleAndClaim } from '../worker/sql/run.ts';
+import { countDueJobs } from '../worker/sql/stats.ts';
 import { startPostgres17, type Postgres17 } from './support/postgres-17.ts';
 
 let server: Postgres17;
@@ -48,6 +49,15 @@ async function claimBuffers(queues: string[] | null): Promise<{ buffers: number;
   }
 }
 
+/** Shared buffers of the one statement `run` sends, from EXPLAIN ANALYZE of its very text. */
+async function statementBuffers(run: (db: Queryable) => Promise<unknown>): Promise<number> {
+  let sent: { text: string; values?: unknown[] } | undefined;
+  await run({ query: ((text: string, values?: unknown[]) => ((sent = { text, values }), pool.query(text, values))) as never });
+  const { rows } = await pool.query(`explain (analyze, buffers, format json) ${sent!.text}`, sent!.values);
+  const plan = rows[0]['QUERY PLAN'][0].Plan;
+  return plan['Shared Hit Blocks'] + plan['Shared Read Blocks'];
+}
+
 describe('claims on Postgres 17', () => {
   it('cost the same with 100,000 jobs scheduled for later as with none: the scan stops at the first job not yet due', async () => {
     await pool.query(`insert into pgq.jobs (task, payload, priority) values ('t', '"low"', -1), ('t', '"high"', 5), ('t', '"mid"', 0)`);
@@ -64,6 +74,11 @@ describe('claims on Postgres 17', () => {
       // A walk over the scheduled jobs' index entries reads about 500 pages here.
       expect(scheduled.buffers).toBeLessThan(empty.buffers + 60);
     }
+    // The autoscaler's backlog count reads the due jobs the same way.
+    expect(await countDueJobs(pool, null)).toBe(3);
+    expect(await countDueJobs(pool, ['default'])).toBe(3);
+    expect(await countDueJobs(pool, ['other'])).toBe(0);
+    expect(await statementBuffers((db) => countDueJobs(db, null))).toBeLessThan(60);
     await pool.query(`delete from pgq.jobs where payload <> '"later"'`);
     const idle = await claimBuffers(null);
     expect(idle.claimed).toEqual([]);

@@ -262,12 +262,25 @@ export async function latencySince(db: Queryable, afterId: string): Promise<{ p5
   return { p50: r.p?.[0] ?? null, p99: r.p?.[1] ?? null, first: r.first, last: r.last, n: r.n };
 }
 
-/** Queued jobs that are due now and unexpired (the backlog the autoscaler may scale on). */
+/**
+ * Queued jobs that are due now and unexpired (the backlog the autoscaler may scale on). Counted
+ * per priority over the due range of each, as the claim reads them: the jobs scheduled for
+ * later are never visited (Postgres before 18 would walk them all on every count).
+ */
 export async function countDueJobs(db: Queryable, queues: readonly string[] | null): Promise<number> {
   const { rows } = await db.query<{ due: string }>(
-    `select count(*)::bigint as due from pgq.jobs
-      where state = 'queued' and run_after <= now() and (expires_at is null or expires_at > now())
-        and ($1::text[] is null or queue = any($1::text[]))`,
+    `with recursive priorities as (
+        (select priority as p from pgq.jobs where state = 'queued' order by priority desc limit 1)
+        union all
+        select (select priority from pgq.jobs where state = 'queued' and priority < prev.p order by priority desc limit 1)
+          from priorities prev where prev.p is not null)
+      select coalesce(sum(c.n), 0)::bigint as due
+        from priorities, lateral (
+          select count(*) as n from pgq.jobs
+           where state = 'queued' and priority = priorities.p and run_after <= now()
+             and (expires_at is null or expires_at > now())
+             and ($1::text[] is null or queue = any($1::text[]))) c
+       where priorities.p is not null`,
     [queues],
   );
   return Number(rows[0]!.due);
