@@ -19,7 +19,7 @@ const PEERS: readonly SystemName[] = ['graphile-worker', 'pg-boss'];
 export interface FigureDef {
   id: string;
   label: string;
-  unit: 'jobs/s' | 'tx/s' | 'rows/s' | 'ms' | 's' | 'MB';
+  unit: 'jobs/s' | 'tx/s' | 'rows/s' | 'ms' | 's' | 'MB' | 'buffers' | '×';
   better: 'higher' | 'lower';
   /** The floor figure ours is compared with, if any. */
   floor?: string;
@@ -47,6 +47,20 @@ export const FIGURES: readonly FigureDef[] = [
   { id: 'crash', label: 'crash recovery (SIGKILL to rerun, default settings)', unit: 's', better: 'lower' },
   { id: 'memory-idle', label: 'memory, idle worker (RSS)', unit: 'MB', better: 'lower' },
   { id: 'memory-drain', label: 'memory, peak during drain 1 x 16 (VmHWM)', unit: 'MB', better: 'lower' },
+  { id: 'scale-drain-empty', label: 'scale: drain 1 x 16, empty queue and history', unit: 'jobs/s', better: 'higher' },
+  { id: 'scale-drain-large', label: 'scale: the same, large history and schedule', unit: 'jobs/s', better: 'higher' },
+  { id: 'scale-drain-ratio', label: 'scale: drain large ÷ empty', unit: '×', better: 'higher' },
+  { id: 'scale-latency-p50-empty', label: 'scale: latency p50, empty', unit: 'ms', better: 'lower' },
+  { id: 'scale-latency-p50-large', label: 'scale: latency p50, large', unit: 'ms', better: 'lower' },
+  { id: 'scale-latency-p99-empty', label: 'scale: latency p99, empty', unit: 'ms', better: 'lower' },
+  { id: 'scale-latency-p99-large', label: 'scale: latency p99, large', unit: 'ms', better: 'lower' },
+  { id: 'scale-idle-claim-ms-empty', label: 'scale: idle claim (nothing due), empty', unit: 'ms', better: 'lower' },
+  { id: 'scale-idle-claim-ms-large', label: 'scale: idle claim, large', unit: 'ms', better: 'lower' },
+  { id: 'scale-idle-claim-buffers-empty', label: 'scale: idle claim, shared buffers touched, empty', unit: 'buffers', better: 'lower' },
+  { id: 'scale-idle-claim-buffers-large', label: 'scale: idle claim, shared buffers touched, large', unit: 'buffers', better: 'lower' },
+  { id: 'scale-observe-ms-empty', label: 'scale: observe sample, empty', unit: 'ms', better: 'lower' },
+  { id: 'scale-observe-ms-large', label: 'scale: observe sample, large', unit: 'ms', better: 'lower' },
+  { id: 'scale-prune-rows-per-s', label: 'scale: pruning old history (per second of maintenance pass)', unit: 'rows/s', better: 'higher' },
   { id: 'floor-insert', label: 'floor: single-row INSERT, 16 connections', unit: 'tx/s', better: 'higher' },
   { id: 'floor-bulk-insert', label: 'floor: INSERT 1,000 rows per statement, 1 connection', unit: 'rows/s', better: 'higher' },
   { id: 'floor-claim-one', label: 'floor: claim 1 (UPDATE ... SKIP LOCKED) + DELETE, 16 connections', unit: 'jobs/s', better: 'higher' },
@@ -117,6 +131,7 @@ function number(value: number, unit: FigureDef['unit']): string {
   if (!Number.isFinite(value)) return '-';
   if (unit === 'ms') return value < 10 ? value.toFixed(2) : value < 100 ? value.toFixed(1) : Math.round(value).toLocaleString('en-US');
   if (unit === 's') return value < 10 ? value.toFixed(2) : value.toFixed(1);
+  if (unit === '×') return value.toFixed(2);
   return Math.round(value).toLocaleString('en-US');
 }
 
@@ -185,6 +200,7 @@ export function evaluateTargets(result: RunResult): TargetResult[] {
       pass: ours === null ? null : ours <= max,
     });
   };
+  scaleTargets(result, med, out);
   limit('crash', 5, 's', 'crash recovery (default settings)');
   limit('memory-idle', 70, 'MB', 'idle worker RSS');
   limit('memory-drain', 150, 'MB', 'worker peak RSS under drain');
@@ -195,6 +211,44 @@ export function evaluateTargets(result: RunResult): TargetResult[] {
     pass: result.mode === 'full' ? result.durationSeconds < 20 * 60 : null,
   });
   return out;
+}
+
+/**
+ * The scale scenario's targets: with the large state the drain and the latencies within 10 % of
+ * the empty case, the idle claim touching no more buffers than empty (a small margin for the
+ * index pages the larger tables have), an observe sample within 50 ms, pruning at 20,000 rows/s.
+ */
+function scaleTargets(result: RunResult, med: (id: string, c: Column) => number | null, out: TargetResult[]): void {
+  const n = (key: string) => (result.sizes[key] ?? 0).toLocaleString('en-US');
+  const state = `${n('scaleHistory')} finished, ${n('scaleScheduled')} scheduled`;
+  const vsEmpty = (what: string, id: string, unit: FigureDef['unit'], pass: (large: number, empty: number) => boolean, aim: string) => {
+    const large = med(`${id}-large`, 'pgqueue');
+    const empty = med(`${id}-empty`, 'pgqueue');
+    out.push({
+      target: `${what} with ${state} ${aim}`,
+      ours: large === null ? '-' : `${number(large, unit)} ${unit}`,
+      reference: empty === null ? '-' : `${number(empty, unit)} ${unit} empty${large === null ? '' : ` (ratio ${(large / empty).toFixed(2)}×)`}`,
+      pass: large === null || empty === null ? null : pass(large, empty),
+    });
+  };
+  vsEmpty('scale drain', 'scale-drain', 'jobs/s', (l, e) => l >= 0.9 * e, 'within 10 % of empty');
+  vsEmpty('scale latency p50', 'scale-latency-p50', 'ms', (l, e) => l <= 1.1 * e, 'within 10 % of empty');
+  vsEmpty('scale latency p99', 'scale-latency-p99', 'ms', (l, e) => l <= 1.1 * e, 'within 10 % of empty');
+  vsEmpty('scale idle claim buffers', 'scale-idle-claim-buffers', 'buffers', (l, e) => l <= e + 50, '≤ empty + 50');
+  const observe = med('scale-observe-ms-large', 'pgqueue');
+  out.push({
+    target: `observe sample with ${state} ≤ 50 ms`,
+    ours: observe === null ? '-' : `${number(observe, 'ms')} ms`,
+    reference: '',
+    pass: observe === null ? null : observe <= 50,
+  });
+  const prune = med('scale-prune-rows-per-s', 'pgqueue');
+  out.push({
+    target: 'scale pruning ≥ 20,000 rows/s',
+    ours: prune === null ? '-' : `${number(prune, 'rows/s')} rows/s`,
+    reference: '',
+    pass: prune === null ? null : prune >= 20_000,
+  });
 }
 
 const verdict = (pass: boolean | null) => (pass === null ? 'not measured' : pass ? 'pass' : '**miss**');
@@ -231,6 +285,18 @@ const METHOD = `### How the figures are taken
 - **crash recovery**: worker A and standby worker B, both with default settings; A starts a
   long job and is SIGKILLed; the figure is the time from the kill to B's handler starting the
   job. A peer that has not rerun it when the cap expires is shown as "> cap".
+- **scale** (ours only, once per run, on one database): the 1-process drain, the latency
+  scenario, an idle claim and an observe sample, first on an empty queue, then with a large
+  state written by SQL (\`generate_series\`, then \`VACUUM ANALYZE\`): a history of finished jobs
+  spread over the last 6 days (within the default 168 h retention, so none is pruned) and
+  queued jobs due a day or more ahead, in 3 priorities (sizes above: \`scaleHistory\`,
+  \`scaleScheduled\`). The idle claim is the worker's own settle-and-claim statement for a
+  registered worker with nothing due: median time of 50 runs, and the shared buffers (hit +
+  read) of one run from \`EXPLAIN (ANALYZE, BUFFERS)\` of the same text. The observe sample is
+  the median of 10 system-wide \`snapshot()\` calls. Then \`scalePrune\` finished jobs older
+  than the retention are added and maintenance passes (\`runOnce()\`, each made due at once)
+  run until none is left: rows pruned per second of pass time. Sanity: each phase's jobs
+  handled once and none left, the scheduled jobs all still queued, no old row left.
 - **memory**: resident set of the worker process from \`/proc/<pid>/status\`: \`VmRSS\` after
   2 s idle (latency scenario), and \`VmHWM\` (peak) at the end of the 1-process drain. Every
   worker process is compiled JavaScript run by plain \`node\` (ours as the container runs it),

@@ -14,6 +14,7 @@ import { measureFloor } from './floor.ts';
 import { buildWorkers } from './lib/build.ts';
 import { benchDir, killAll, repoRoot } from './lib/proc.ts';
 import { renderMarkdown, renderTables, renderVersions, updateBenchmarksMd, writeResults, type Column, type RunResult } from './report.ts';
+import { scale } from './scale.ts';
 import { crash, drain, enqueueBulk, enqueueSingle, latency, type RepDb, type RepResult } from './scenarios.ts';
 import { graphile } from './systems/graphile.ts';
 import { pgboss } from './systems/pgboss.ts';
@@ -23,14 +24,15 @@ import { SYSTEM_NAMES, type QueueSystem, type SystemName } from './systems/types
 const USAGE = `usage: npm run bench -- [options]
   --quick             smoke run: 1 repetition, small sizes, crash cap 20 s (BENCHMARKS.md untouched)
   --reps N            repetitions per figure (default 3; quick 1)
-  --only LIST         scenarios: enqueue-single,enqueue-bulk,drain,latency,crash,floor,memory
-                      (memory is measured by drain and latency, so it runs those)
+  --only LIST         scenarios: enqueue-single,enqueue-bulk,drain,latency,crash,scale,floor,memory
+                      (memory is measured by drain and latency, so it runs those;
+                      scale is pgqueue only, once per run: a large history and schedule)
   --systems LIST      pgqueue,graphile-worker,pg-boss (default all)
   --crash-cap S       longest wait for a crashed job to rerun (default 150; quick 20)
   --markdown          rewrite BENCHMARKS.md even for a quick or filtered run
   --no-markdown       never rewrite BENCHMARKS.md`;
 
-const SCENARIOS = ['enqueue-single', 'enqueue-bulk', 'drain', 'latency', 'crash', 'floor'] as const;
+const SCENARIOS = ['enqueue-single', 'enqueue-bulk', 'drain', 'latency', 'crash', 'scale', 'floor'] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 const SYSTEMS: Record<SystemName, QueueSystem> = { pgqueue, 'graphile-worker': graphile, 'pg-boss': pgboss };
@@ -105,11 +107,13 @@ function parseOptions(argv: string[]): Options {
   };
 }
 
-/** Scenario sizes: the issue's in a full run, about a fifth in a quick one. */
+/** Scenario sizes: the issue's in a full run, about a fifth in a quick one (scale's state less). */
 function sizesFor(quick: boolean) {
   return quick
-    ? { enqueueSingle: 2_000, callers: 8, enqueueBulk: 20_000, bulkBatch: 1_000, drain: 10_000, latencyJobs: 400, latencyRate: 200, floorSeconds: 2 }
-    : { enqueueSingle: 10_000, callers: 8, enqueueBulk: 100_000, bulkBatch: 1_000, drain: 50_000, latencyJobs: 2_000, latencyRate: 200, floorSeconds: 5 };
+    ? { enqueueSingle: 2_000, callers: 8, enqueueBulk: 20_000, bulkBatch: 1_000, drain: 10_000, latencyJobs: 400, latencyRate: 200, floorSeconds: 2,
+        scaleHistory: 200_000, scaleScheduled: 50_000, scalePrune: 100_000 }
+    : { enqueueSingle: 10_000, callers: 8, enqueueBulk: 100_000, bulkBatch: 1_000, drain: 50_000, latencyJobs: 2_000, latencyRate: 200, floorSeconds: 5,
+        scaleHistory: 5_000_000, scaleScheduled: 500_000, scalePrune: 1_000_000 };
 }
 
 const POSTGRES_SETTINGS = [
@@ -326,6 +330,18 @@ async function main(): Promise<number> {
         if (peers.length > 0 && opts.reps > 1) {
           result.notes.push(`Crash recovery of the peers ran once (not ${opts.reps} times), in parallel, against a ${opts.crashCapSeconds} s cap: with default settings neither reruns a killed worker's job for minutes (graphile-worker releases it after 4 h, pg-boss after its 15 min expiry).`);
         }
+        continue;
+      }
+      if (scenario === 'scale') {
+        // Once per run, whatever --reps says: loading the large state takes most of its minutes,
+        // and repeating it would triple them.
+        const ours = opts.systems.find((s) => s.name === 'pgqueue');
+        if (!ours) {
+          log('scale: measures pgqueue only, which is not among --systems; skipped');
+          continue;
+        }
+        await attempt('scale', ours.name, 1, () => withDatabase(templateOf(ours), (rep) => scale(ours, rep, sizes, log)));
+        if (opts.reps > 1) result.notes.push(`The scale scenario ran once (not ${opts.reps} times): most of its time is loading the large state.`);
         continue;
       }
       for (let r = 1; r <= opts.reps; r++) {
