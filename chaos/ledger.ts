@@ -13,7 +13,8 @@ export async function createLedger(url: string): Promise<void> {
       n int not null,
       job_id bigint not null,
       attempt int not null,
-      token text not null,
+      -- Null for a run of the older release (fault 16), whose jobs carry no fencing token.
+      token text,
       pid int not null,
       started_at timestamptz not null default clock_timestamp(),
       ended_at timestamptz,
@@ -30,7 +31,7 @@ export interface Execution {
   readonly n: number;
   readonly jobId: string;
   readonly attempt: number;
-  readonly token: string;
+  readonly token: string | null;
   readonly pid: number;
   readonly startedAt: Date;
   readonly outcome: 'ok' | 'threw' | null;
@@ -38,7 +39,7 @@ export interface Execution {
 
 /** Every execution, by job number, in the order they started. */
 export async function executionsByJob(pool: pg.Pool): Promise<Map<number, Execution[]>> {
-  const { rows } = await pool.query<{ n: number; job_id: string; attempt: number; token: string; pid: number; started_at: Date; outcome: 'ok' | 'threw' | null }>(
+  const { rows } = await pool.query<{ n: number; job_id: string; attempt: number; token: string | null; pid: number; started_at: Date; outcome: 'ok' | 'threw' | null }>(
     'select n, job_id::text, attempt, token, pid, started_at, outcome from chaos_runs order by n, started_at',
   );
   const byJob = new Map<number, Execution[]>();

@@ -42,11 +42,12 @@ const burnThread = new URL(`../worker/tasks/burn-thread${import.meta.url.slice(i
 const chaos: TaskHandler = async (payload, ctx) => {
   const p = parseChaosPayload(payload);
   const execution = randomUUID();
-  // The execution id makes a retried insert whose first try committed a no-op.
+  // The execution id makes a retried insert whose first try committed a no-op. The older
+  // release beside the newer one (fault 16) runs this module too, and its jobs have no token.
   await write(
     `insert into chaos_runs (n, job_id, attempt, token, pid, execution) values ($1, $2, $3, $4, $5, $6)
      on conflict (execution) do nothing`,
-    [p.n, ctx.job.id, ctx.job.attempt, ctx.job.token, process.pid, execution],
+    [p.n, ctx.job.id, ctx.job.attempt, ctx.job.token ?? null, process.pid, execution],
   );
   switch (p.kind) {
     case 'sleep':
