@@ -3,7 +3,7 @@
  * hand-back and progress, each matched on the run (job id, attempt, worker) it belongs to.
  */
 import type { ClaimedJob, JobState } from '../types.ts';
-import { CLAIMED_COLUMNS, moveToHistory, notify, toClaimed, type ClaimedRow, type Queryable } from './shared.ts';
+import { CLAIMED_COLUMNS, moveToHistory, notify, queuedPriorities, toClaimed, type ClaimedRow, type Queryable } from './shared.ts';
 
 /** One run of a job: its id, its attempt number and the claim (under the worker's incarnation) that began it. */
 export interface RunRef {
@@ -73,20 +73,7 @@ export async function settleAndClaim(
                   null::text as final_error,
                   to_timestamp(($3::jsonb -> (j.id::text) ->> 0)::float8 / 1000) as final_started),
       moved as (${moveToHistory()}),
-      -- The priorities that have queued jobs, highest first, one index descent each, and only as
-      -- many as the claim needs. Within one priority the due jobs come first in the claim index,
-      -- so each range scan stops at the first job scheduled for later: without this, Postgres
-      -- before 18 (no skip scan) walks every scheduled job on every claim and idle poll.
-      priorities as (
-        (select priority as p from pgq.jobs
-          where state = 'queued' ${queues ? 'and queue = any($5::text[])' : ''}
-            and exists (select 1 from pgq.workers where id = $1)
-          order by priority desc limit 1)
-        union all
-        select (select priority from pgq.jobs
-                 where state = 'queued' ${queues ? 'and queue = any($5::text[])' : ''} and priority < prev.p
-                 order by priority desc limit 1)
-          from priorities prev where prev.p is not null),
+      ${queuedPriorities(queues ? 'and queue = any($5::text[])' : '', 'exists (select 1 from pgq.workers where id = $1)')},
       candidates as (
         select c.id from priorities, lateral (
           select id from pgq.jobs

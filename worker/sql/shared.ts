@@ -75,6 +75,25 @@ export const toClaimed = (r: ClaimedRow, workerId: string, claimSeq: number): Cl
   token: `${workerId}:${claimSeq}`,
 });
 
+/**
+ * A recursive CTE `priorities(p)`: the priorities that have queued jobs (and match `filter`),
+ * highest first, one index descent each, produced only as far as the query reads them. Within
+ * one priority the due jobs come first in the claim index, so a range scan per priority stops at
+ * the first job scheduled for later: without this, Postgres before 18 (no skip scan) walks every
+ * scheduled job. `startIf` gates the whole walk (no row at all when false). Needs `with recursive`.
+ */
+export function queuedPriorities(filter = '', startIf = ''): string {
+  return `priorities as (
+        (select priority as p from pgq.jobs
+          where state = 'queued' ${filter} ${startIf ? `and ${startIf}` : ''}
+          order by priority desc limit 1)
+        union all
+        select (select priority from pgq.jobs
+                 where state = 'queued' ${filter} and priority < prev.p
+                 order by priority desc limit 1)
+          from priorities prev where prev.p is not null)`;
+}
+
 /** Wake listening workers: jobs became due outside an insert (retries, hand-backs, rescues). */
 export async function notify(db: Queryable, queue = ''): Promise<void> {
   await db.query('select pg_notify($1, $2)', [JOBS_CHANNEL, queue]);

@@ -1,6 +1,6 @@
 /** Read-only views of the queue for metrics, observe and the local demo. */
 import type { JobState } from '../types.ts';
-import type { Queryable } from './shared.ts';
+import { queuedPriorities, type Queryable } from './shared.ts';
 
 /** Jobs per state, live and finished. */
 export async function countByState(db: Queryable): Promise<Record<JobState, number>> {
@@ -107,13 +107,9 @@ async function systemSnapshot(db: Queryable): Promise<Snapshot> {
     ended: number | null; state_mix: Record<string, number> | null;
   }>(
     `with recursive
-      -- The oldest due job is the first due one of some priority: one index probe per priority,
-      -- as the claim does, never a walk over the jobs scheduled for later.
-      priorities as (
-        (select priority as p from pgq.jobs where state = 'queued' order by priority desc limit 1)
-        union all
-        select (select priority from pgq.jobs where state = 'queued' and priority < prev.p order by priority desc limit 1)
-          from priorities prev where prev.p is not null),
+      -- The oldest due job is the first due one of some priority: one probe per priority, as the
+      -- claim reads them, never a walk over the jobs scheduled for later.
+      ${queuedPriorities()},
       last as (select greatest(coalesce((select max(id) from pgq.jobs), 0), coalesce((select max(id) from pgq.finished_jobs), 0)) as id),
       recent as materialized (
         select extract(epoch from started_at - run_after)::float8 as wait,
@@ -269,11 +265,7 @@ export async function latencySince(db: Queryable, afterId: string): Promise<{ p5
  */
 export async function countDueJobs(db: Queryable, queues: readonly string[] | null): Promise<number> {
   const { rows } = await db.query<{ due: string }>(
-    `with recursive priorities as (
-        (select priority as p from pgq.jobs where state = 'queued' order by priority desc limit 1)
-        union all
-        select (select priority from pgq.jobs where state = 'queued' and priority < prev.p order by priority desc limit 1)
-          from priorities prev where prev.p is not null)
+    `with recursive ${queuedPriorities()}
       select coalesce(sum(c.n), 0)::bigint as due
         from priorities, lateral (
           select count(*) as n from pgq.jobs
